@@ -1,0 +1,5 @@
+import sys
+
+from amn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""The ``amn`` command line.
+
+Each subsystem adds its own subcommands (``add_parsers(subparsers)``), so this
+file only routes: ``amn experts ...`` lives in ``experts/cli.py``,
+``amn train-student`` and ``amn evaluate`` in ``amn/student_cli.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class UsageError(Exception):
+    """A bad input the user can fix; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from experts import cli as experts_cli
+
+    parser = argparse.ArgumentParser(prog="amn", description="Actor-Mimic multi-task policy distillation on Atari.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    experts_cli.add_parsers(sub)
+    try:
+        from amn import student_cli
+    except ImportError:  # the trainer is not there yet
+        student_cli = None
+    if student_cli is not None:
+        student_cli.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"amn: error: {err}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Data collection: the student acts in every game in lockstep, experts label at insertion.
+
+Per lockstep step, for G games with n envs each:
+
+1. one student forward over all ``G*n`` observations, ε-greedy over each game's
+   valid actions (the 18 outputs masked to the game's minimal action set);
+2. the actions are sent to the C++ envs, which step in their own threads while
+3. each game's expert labels its ``n`` states in one batched forward (soft target
+   ``softmax(Q_E/τ)`` scattered into the 18 slots, plus raw values / features
+   when the loss or feature regression needs them) and the replay stores them;
+4. the step results are received; episode returns and life losses tracked.
+
+Training view of observations: when ``life_loss_boundary`` is on, a life loss
+starts a new frame stack (older frames zeroed), as SB3's ``AtariWrapper`` +
+``VecFrameStack`` showed the experts during their training. The obs returned at
+the life-loss step is the first of the new stack, like the obs returned at a
+game-over step (SAME_STEP autoreset) is the first of the next game. Evaluation
+uses the environment's stacks unchanged (full games).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from amn.config import GameConfig, TrainConfig
+from amn.replay import STACK, GameReplay
+from amn.student import NUM_OUTPUTS, Student, masked_logits
+from experts.atari import EnvSettings, GameTracker, make_atari_vec
+
+
+def action_mask(action_set: list[int]) -> torch.Tensor:
+    """``bool [18]``: True at the game's valid actions (indices into the full action set)."""
+    mask = torch.zeros(NUM_OUTPUTS, dtype=torch.bool)
+    mask[action_set] = True
+    return mask
+
+
+@dataclass
+class GameSlot:
+    """Everything about one game during collection."""
+
+    index: int
+    game: str
+    expert: object  # experts.Expert
+    env: object  # ale_py AtariVectorEnv
+    replay: GameReplay
+    action_set: np.ndarray  # int64 [A]: full-action index of each minimal action
+    full_to_env: np.ndarray  # int64 [18]: minimal index of each full action (-1 if invalid)
+    tracker: GameTracker
+    obs: np.ndarray = field(default=None)  # training view, uint8 [n, 4, 84, 84]
+    starts: np.ndarray = field(default=None)  # bool [n]: obs starts a stack
+    since_start: np.ndarray = field(default=None)  # int [n]: steps since the stack started
+    returns: list[float] = field(default_factory=list)  # finished full-game returns
+
+
+def load_experts(cfg: TrainConfig) -> list:
+    """Load each game's expert; one clear line if one is missing or is for another game."""
+    from amn.cli import UsageError
+    from experts import load_expert
+
+    out = []
+    for g in cfg.games:
+        try:
+            expert = load_expert(g.expert, game=g.game)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(f"expert for {g.game}: {err}") from None
+        if expert.game != g.game:
+            raise UsageError(f"expert {g.expert!r} plays {expert.game}, but the config gives it to {g.game}")
+        out.append(expert)
+    return out
+
+
+class Collector:
+    """Steps every game's envs in lockstep with the student acting, filling the replays."""
+
+    def __init__(self, cfg: TrainConfig, experts: list, replays: list[GameReplay], *, seed: int):
+        self.cfg = cfg
+        self.n = cfg.envs_per_game
+        settings = EnvSettings(sticky=cfg.sticky, noop_max=cfg.noop_max)
+        self.slots: list[GameSlot] = []
+        for i, (g, expert, replay) in enumerate(zip(cfg.games, experts, replays)):
+            action_set = np.asarray(expert.action_set, dtype=np.int64)
+            full_to_env = np.full(NUM_OUTPUTS, -1, dtype=np.int64)
+            full_to_env[action_set] = np.arange(len(action_set))
+            env = make_atari_vec(g.game, self.n, settings=settings, num_threads=1)
+            self.slots.append(GameSlot(i, g.game, expert, env, replay, action_set, full_to_env,
+                                       GameTracker(self.n)))
+        self.game_ids = torch.arange(len(self.slots)).repeat_interleave(self.n)  # long [G*n]
+        self.masks = torch.stack([action_mask(s.action_set.tolist()) for s in self.slots])  # [G, 18]
+        self.row_masks = self.masks[self.game_ids]  # bool [G*n, 18]
+        self.reset(seed)
+
+    def reset(self, seed: int) -> None:
+        for s in self.slots:
+            obs, info = s.env.reset(seed=seed + 1000 * s.index)
+            s.tracker.reset(info["lives"])
+            s.obs = obs.copy()
+            s.starts = np.ones(self.n, dtype=bool)
+            s.since_start = np.zeros(self.n, dtype=np.int64)
+
+    def act(self, student: Student, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+        """ε-greedy full-action indices ``int64 [G*n]``, always valid for each row's game."""
+        obs = torch.from_numpy(np.concatenate([s.obs for s in self.slots]))
+        with torch.inference_mode():
+            greedy = masked_logits(student(obs, self.game_ids), self.row_masks).argmax(1).numpy()
+        random = np.concatenate([s.action_set[rng.integers(0, len(s.action_set), self.n)] for s in self.slots])
+        explore = rng.random(len(greedy)) < epsilon
+        return np.where(explore, random, greedy)
+
+    def label_and_store(self, s: GameSlot) -> None:
+        """The game's expert labels its current states once; the replay stores them."""
+        cfg = self.cfg
+        target = np.zeros((self.n, NUM_OUTPUTS), dtype=np.float32)
+        values = None
+        if s.replay.values is not None:
+            q = s.expert.values(s.obs)
+            target[:, s.action_set] = torch.softmax(q / cfg.temperature, dim=-1).numpy()
+            values = np.zeros_like(target)
+            values[:, s.action_set] = q.numpy()
+        else:
+            target[:, s.action_set] = s.expert.soft_policy(s.obs, cfg.temperature).numpy()
+        features = s.expert.features(s.obs).numpy() if s.replay.features is not None else None
+        s.replay.add(s.obs, s.starts, target, values, features)
+
+    def step(self, student: Student, epsilon: float, rng: np.random.Generator) -> list[tuple[int, float, int]]:
+        """One lockstep step. Returns ``(game index, return, length)`` of finished games."""
+        actions = self.act(student, epsilon, rng).reshape(len(self.slots), self.n)
+        for s, a in zip(self.slots, actions):
+            s.env.send(s.full_to_env[a])
+        # The envs step in their C++ threads while the experts label.
+        for s in self.slots:
+            self.label_and_store(s)
+        finished = []
+        for s in self.slots:
+            obs, reward, terminated, truncated, info = s.env.recv()
+            done, life_lost = s.tracker.update(reward, terminated, truncated, info["lives"])
+            for _, ret, length in done:
+                s.returns.append(ret)
+                finished.append((s.index, ret, length))
+            new_stack = terminated | truncated
+            if self.cfg.life_loss_boundary:
+                new_stack = new_stack | life_lost
+            s.since_start = np.where(new_stack, 0, np.minimum(s.since_start + 1, STACK - 1))
+            s.starts = new_stack
+            s.obs = self._training_view(obs, s.since_start)
+        return finished
+
+    @staticmethod
+    def _training_view(obs: np.ndarray, since_start: np.ndarray) -> np.ndarray:
+        """Copy of ``obs`` with frames from before the latest stack start zeroed."""
+        view = obs.copy()
+        for k in range(STACK - 1):
+            # frame k is older than the start when since_start < STACK-1-k
+            view[since_start < STACK - 1 - k, k] = 0
+        return view
+
+    def close(self) -> None:
+        for s in self.slots:
+            s.env.close()

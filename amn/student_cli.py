@@ -1,0 +1,73 @@
+"""``amn train-student`` and ``amn evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from amn.cli import UsageError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from amn.config import load_config
+    from amn.trainer import NonFiniteLoss, load_run_config, train
+
+    if args.resume:
+        if args.run_dir is None:
+            raise UsageError("--resume needs --run-dir DIR (the run to continue)")
+        # The run's own resolved config; --config is not needed, --set may extend e.g. the budget.
+        cfg = load_run_config(args.run_dir, args.set)
+        run_dir = args.run_dir
+    else:
+        if args.config is None:
+            raise UsageError("train-student needs --config configs/NAME.yaml (or --resume --run-dir DIR)")
+        cfg = load_config(args.config, args.set)
+        run_dir = args.run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        summary = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress,
+                        evaluate=not args.no_eval)
+    except NonFiniteLoss as err:
+        print(f"amn: training stopped: {err}; the last good checkpoint in {run_dir} is kept", file=sys.stderr)
+        return 1
+    if summary["status"] == "interrupted":
+        print(f"interrupted at {summary['agent_steps']:,} agent steps; checkpoint saved. Continue with:\n"
+              f"  amn train-student --run-dir {run_dir} --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from amn.report import evaluate_run, format_table
+
+    report = evaluate_run(args.path, games=args.games, episodes=args.episodes, epsilon=args.epsilon,
+                          sticky=args.sticky, seed=args.seed, max_frames=args.max_frames,
+                          json_path=args.json, plot_path=args.plot, progress=not args.no_progress)
+    print(format_table(report))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    train = sub.add_parser("train-student", help="train a multi-task Actor-Mimic student from experts")
+    train.add_argument("--config", type=Path, help="configs/NAME.yaml")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (YAML syntax), e.g. --set total_agent_steps=1e6")
+    train.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>-<timestamp>")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    train.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="score a trained student and its experts on full games")
+    ev.add_argument("path", type=Path, help="a run directory or a checkpoint file")
+    ev.add_argument("--games", nargs="+", default=None, help="subset of the student's games")
+    ev.add_argument("--episodes", type=int, default=8)
+    ev.add_argument("--epsilon", type=float, default=0.05)
+    ev.add_argument("--sticky", action="store_true", help="sticky actions (p=0.25) instead of none")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--max-frames", type=int, default=None, help="per-game frame cap (default: the run's)")
+    ev.add_argument("--json", type=Path, default=None)
+    ev.add_argument("--plot", type=Path, default=None, help="bar chart PNG")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_evaluate)

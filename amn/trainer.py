@@ -1,0 +1,238 @@
+"""Train an Actor-Mimic student: ``train(cfg, run_dir)``.
+
+Read top to bottom like CleanRL's ``dqn_atari.py``:
+
+1. setup: loss, experts, student, optimiser, one replay per game, resume state;
+2. loop over lockstep steps until ``total_agent_steps``:
+   the student acts ε-greedy in every game, the experts label each new state once
+   (soft target ``softmax(Q_E/τ)``), and every ``train_every_per_game`` agent steps of
+   each game one update runs on ``batch_per_game`` samples from every game's replay:
+   policy regression (the configured loss) plus optional feature regression;
+3. log to TensorBoard, checkpoint atomically every few minutes and on Ctrl-C/SIGTERM;
+4. at the end: a last checkpoint, then the evaluation table.
+
+A non-finite loss or gradient stops the run at once with :class:`NonFiniteLoss`,
+naming the step and game, before anything is written: the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from amn.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from amn.cli import UsageError
+from amn.collect import Collector, load_experts
+from amn.config import TrainConfig, from_dict, save_config
+from amn.replay import GameReplay
+from amn.student import FEATURE_DIM, Student, entropy, masked_logits
+from amn.tb import Scalars
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or gradient became NaN/inf; the run stops and keeps its last good checkpoint."""
+
+
+def make_loss(cfg: TrainConfig):
+    """``loss_fn(logits, target, mask, expert_values) -> LossOutput`` for the configured loss."""
+    from amn.losses import get_loss
+
+    try:
+        return get_loss(cfg.loss, **cfg.loss_kwargs)
+    except ValueError as err:
+        raise UsageError(f"config: {err}") from None
+
+
+class _Stop(Exception):
+    """SIGTERM, turned into an exception so the loop checkpoints on the way out."""
+
+
+def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bool = True,
+          evaluate: bool = True) -> dict[str, Any]:
+    """Run (or resume) a student training run in ``run_dir``.
+
+    Returns ``{"status": "finished"|"interrupted", "agent_steps", "updates", "run_dir",
+    "evaluation"}``. Raises :class:`NonFiniteLoss` or ``UsageError``.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    # ---- setup ----------------------------------------------------------------------
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    ckpt = load_checkpoint(ckpt_path) if resume else None
+    if not resume and ckpt_path.exists():
+        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    loss_fn = make_loss(cfg)
+    experts = load_experts(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    print(f"run dir: {run_dir}", file=sys.stderr)
+    G, B = cfg.num_games, cfg.batch_per_game
+    student = Student(G, per_game_heads=cfg.per_game_heads)
+    # Feature regression: one linear map per game from the student's 512 features to the expert's.
+    projections = nn.ModuleList(nn.Linear(FEATURE_DIM, FEATURE_DIM) for _ in range(G)) \
+        if cfg.feature_regression else nn.ModuleList()
+    params = list(student.parameters()) + list(projections.parameters())
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    counters = {"lockstep_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "resumes": 0}
+    if ckpt is not None:
+        student.load_state_dict(ckpt["student"])
+        projections.load_state_dict(ckpt["projections"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        counters.update(ckpt["counters"])
+        counters["resumes"] += 1
+        restore_rng(rng, ckpt["rng"])
+
+    replays = [GameReplay(cfg.replay_capacity_per_game, cfg.envs_per_game,
+                          store_values=loss_fn.needs_expert_values,
+                          feature_dim=FEATURE_DIM if cfg.feature_regression else 0) for _ in range(G)]
+    # Fresh games after a resume, so a resumed run does not replay the same episodes.
+    collector = Collector(cfg, experts, replays, seed=cfg.seed + 7919 * counters["resumes"])
+    masks = collector.masks  # bool [G, 18]
+    batch_game_ids = torch.arange(G).repeat_interleave(B)  # long [G*B]
+    batch_masks = masks[batch_game_ids]
+    games = [g.game for g in cfg.games]
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=counters["agent_steps"] or None)
+    stats = Scalars()
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {
+            "config": cfg.to_dict(), "student": student.state_dict(), "projections": projections.state_dict(),
+            "optimizer": optimizer.state_dict(), "counters": dict(counters), "rng": rng_state(rng),
+        })
+
+    def update() -> None:
+        """One gradient step on ``B`` samples from every game's replay."""
+        step = counters["agent_steps"]
+        batches = [r.sample(B, rng) for r in replays]
+        obs = torch.cat([b["obs"] for b in batches])  # uint8 [G*B, 4, 84, 84]
+        h = student.features(obs)  # [G*B, 512]
+        logits = student.head(h, batch_game_ids)  # [G*B, 18]
+        policy_losses, feature_losses = [], []
+        for g, batch in enumerate(batches):
+            rows = slice(g * B, (g + 1) * B)
+            z, mask = logits[rows], batch_masks[rows]
+            if not torch.isfinite(z[mask]).all():
+                raise NonFiniteLoss(f"student logits are NaN/inf at agent step {step} in {games[g]}")
+            out = loss_fn(z, batch["target"], mask, batch.get("values"))
+            loss_g = out.loss.mean()
+            if not torch.isfinite(loss_g):
+                raise NonFiniteLoss(f"non-finite policy-regression loss ({loss_g.item()}) at agent step {step} "
+                                    f"in {games[g]} (loss {cfg.loss})")
+            policy_losses.append(loss_g)
+            stats.mean(f"{games[g]}/policy_regression_loss", loss_g.item())
+            for key, count in out.diagnostics.items():
+                stats.total(f"{games[g]}/loss_diag/{key}", float(count))
+            with torch.no_grad():
+                stats.mean(f"{games[g]}/student_entropy",
+                           entropy(torch.softmax(masked_logits(z, mask), -1)).mean().item())
+                stats.mean(f"{games[g]}/target_entropy", entropy(batch["target"]).mean().item())
+            if cfg.feature_regression:
+                fr = (projections[g](h[rows]) - batch["features"]).pow(2).sum(-1).mean()
+                feature_losses.append(fr)
+                stats.mean(f"{games[g]}/feature_regression_loss", fr.item())
+        loss = torch.stack(policy_losses).mean()
+        if feature_losses:
+            loss = loss + cfg.feature_beta * torch.stack(feature_losses).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteLoss(f"non-finite gradient norm at agent step {step} (games {', '.join(games)})")
+        optimizer.step()
+        counters["updates"] += 1
+        stats.mean("train/loss", loss.item())
+        stats.mean("train/grad_norm", grad_norm.item())
+
+    # ---- loop -----------------------------------------------------------------------
+    per_lockstep = cfg.agent_steps_per_lockstep
+    last_ckpt = last_log_time = time.monotonic()
+    last_log_steps, last_log_updates = counters["agent_steps"], counters["updates"]
+    latest_return = {g: float("nan") for g in games}
+    status = "finished"
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        raise _Stop()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    bar = tqdm(total=cfg.total_agent_steps, initial=counters["agent_steps"], unit="step", unit_scale=True,
+               dynamic_ncols=True, disable=not progress, desc=cfg.name, mininterval=1.0)
+    try:
+        while counters["agent_steps"] < cfg.total_agent_steps:
+            steps_per_game = counters["agent_steps"] // G
+            epsilon = cfg.epsilon_at(steps_per_game)
+            for g, ret, length in collector.step(student, epsilon, rng):
+                counters["episodes"] += 1
+                latest_return[games[g]] = ret
+                stats.mean(f"{games[g]}/episode_return", ret)
+                stats.mean(f"{games[g]}/episode_length", length)
+            counters["lockstep_steps"] += 1
+            counters["agent_steps"] += per_lockstep
+            bar.update(per_lockstep)
+
+            # One update per train_every_per_game agent steps of each game, once every replay is warm.
+            new_steps_per_game = counters["agent_steps"] // G
+            due = new_steps_per_game // cfg.train_every_per_game - steps_per_game // cfg.train_every_per_game
+            if all(len(r) >= cfg.learning_starts_per_game for r in replays):
+                for _ in range(due):
+                    update()
+
+            if counters["agent_steps"] - last_log_steps >= cfg.log_every_agent_steps:
+                now = time.monotonic()
+                stats.mean("train/epsilon", epsilon)
+                stats.mean("train/lr", optimizer.param_groups[0]["lr"])
+                stats.mean("train/updates", counters["updates"])
+                stats.mean("perf/agent_steps_per_s", (counters["agent_steps"] - last_log_steps) / (now - last_log_time))
+                stats.mean("perf/updates_per_s", (counters["updates"] - last_log_updates) / (now - last_log_time))
+                stats.flush(writer, counters["agent_steps"])
+                last_log_time, last_log_steps, last_log_updates = now, counters["agent_steps"], counters["updates"]
+                bar.set_postfix({g: f"{r:.0f}" for g, r in latest_return.items()} | {"eps": f"{epsilon:.2f}"},
+                                refresh=False)
+            if time.monotonic() - last_ckpt >= 60 * cfg.checkpoint_minutes:
+                checkpoint()
+                last_ckpt = time.monotonic()
+    except (KeyboardInterrupt, _Stop):
+        status = "interrupted"
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        bar.close()
+        collector.close()
+        writer.flush()
+        writer.close()
+    # Only reached without NonFiniteLoss: a diverged student is never written over the last good one.
+    checkpoint()
+    summary: dict[str, Any] = {"status": status, "run_dir": str(run_dir), **counters, "evaluation": None}
+    if status == "finished" and evaluate:
+        from amn.report import evaluate_run, format_table
+
+        summary["evaluation"] = evaluate_run(run_dir, episodes=cfg.eval_episodes, epsilon=cfg.eval_epsilon,
+                                             sticky=cfg.eval_sticky, json_path=run_dir / "evaluation.json",
+                                             progress=progress)
+        print(format_table(summary["evaluation"]))
+    return summary
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The resolved config saved in ``run_dir`` (for ``--resume``), with ``--set`` overrides."""
+    import yaml
+
+    from amn.config import apply_overrides
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} has no config.yaml: not a student run directory")
+    data = apply_overrides(yaml.safe_load(path.read_text()), overrides or [])
+    return from_dict(data)

@@ -1,0 +1,142 @@
+"""``Expert``: a frozen Atari expert for inference, and ``load_expert`` to get one.
+
+An expert maps observations ``uint8 [B, 4, 84, 84]`` (exactly what
+``AtariVectorEnv`` returns, channel first) to raw action values over its
+game's minimal action set: Q-values for DQN (mean over quantiles for QR-DQN),
+policy logits for PPO/A2C.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experts.atari import OBS_SHAPE, action_meanings, minimal_action_set
+from experts.network import ExpertNetwork
+
+
+class Expert:
+    """A loaded expert: CPU, eval mode, channels-last, no gradients.
+
+    :param net: the network, weights loaded
+    :param game: canonical game name (``"Pong"``)
+    :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or ``"qrdqn"``
+    :param meta: provenance (format, source file, training steps, seed, score if known)
+    :param name: the name it was loaded by (shipped/registered name or file name)
+    """
+
+    def __init__(self, net: ExpertNetwork, game: str, algo: str, meta: dict | None = None, name: str | None = None):
+        self.net = net.float().eval().to(memory_format=torch.channels_last)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.game = game
+        self.algo = algo
+        self.meta = dict(meta or {})
+        self.name = name or game.lower()
+        self.action_set: list[int] = minimal_action_set(game)
+        self.action_meanings: list[str] = action_meanings(game)
+        if net.num_actions != len(self.action_set):
+            raise ValueError(f"{self.name}: network has {net.num_actions} outputs but {game}'s minimal action set "
+                             f"has {len(self.action_set)}; the weights belong to another game")
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.action_set)
+
+    def __repr__(self) -> str:
+        return f"Expert(name={self.name!r}, game={self.game!r}, algo={self.algo!r}, num_actions={self.num_actions})"
+
+    def _input(self, obs) -> torch.Tensor:
+        """Validate ``uint8 [B, 4, 84, 84]`` and return it as float in [0, 1], channels-last."""
+        if isinstance(obs, np.ndarray):
+            shape, dtype = tuple(obs.shape), obs.dtype
+            ok_dtype = dtype == np.uint8
+        elif isinstance(obs, torch.Tensor):
+            shape, dtype = tuple(obs.shape), obs.dtype
+            ok_dtype = dtype == torch.uint8
+        else:
+            raise ValueError(f"{self.name}: observations must be a uint8 numpy array or tensor of shape "
+                             f"[B, {', '.join(map(str, OBS_SHAPE))}], got {type(obs).__name__}")
+        if len(shape) != 4 or shape[1:] != OBS_SHAPE or not ok_dtype:
+            raise ValueError(f"{self.name}: expected observations uint8 [B, {', '.join(map(str, OBS_SHAPE))}] "
+                             f"(AtariVectorEnv, channel first), got {dtype} {list(shape)}")
+        x = torch.as_tensor(obs, device="cpu")
+        return x.to(torch.float32).div_(255.0).contiguous(memory_format=torch.channels_last)
+
+    def values(self, obs) -> torch.Tensor:
+        """Raw action values ``float32 [B, num_actions]`` (Q-values or policy logits)."""
+        x = self._input(obs)
+        with torch.inference_mode():
+            out = self.net(x)
+        # An inference tensor cannot be saved for backward: a loss using it as a target would raise.
+        return out.clone()
+
+    def features(self, obs) -> torch.Tensor:
+        """Penultimate-layer activations ``float32 [B, 512]`` (post-ReLU), for feature regression."""
+        x = self._input(obs)
+        with torch.inference_mode():
+            out = self.net.features(x)
+        return out.clone()
+
+    def soft_policy(self, obs, temperature: float = 1.0) -> torch.Tensor:
+        """``softmax(values / temperature)``: probabilities ``float32 [B, num_actions]``, rows sum to 1."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return torch.softmax(self.values(obs) / temperature, dim=-1)
+
+    def act(self, obs) -> np.ndarray:
+        """Greedy actions ``int64 [B]`` in minimal-action-set indices (for ``amn.evaluation.play_games``)."""
+        return self.values(obs).argmax(dim=-1).numpy()
+
+
+def load_expert(name_or_path: str | Path, *, game: str | None = None) -> Expert:
+    """Load a shipped expert (``pong``, ...), a registered one, or a file.
+
+    Files: an SB3 ``model.save`` zip (PPO/A2C/DQN/QR-DQN ``CnnPolicy``; ``game``
+    needed only if neither the zip nor its name tells) or the project's own
+    ``<name>.json`` + ``<name>.pt`` (either path). If ``game`` is given, the
+    expert must play it. Errors are one-line ``ValueError``/``FileNotFoundError``
+    naming the file and what to do.
+    """
+    from experts.atari import canonical_game
+
+    expert = _load(name_or_path, game)
+    if game is not None and canonical_game(game) != expert.game:
+        raise ValueError(f"{expert.meta.get('source', name_or_path)}: expert {expert.name!r} plays {expert.game}, "
+                         f"not {canonical_game(game)}; pick an expert for {canonical_game(game)}")
+    return expert
+
+
+def _load(name_or_path: str | Path, game: str | None) -> Expert:
+    from experts import registry, shipped
+    from experts.zoo import read_sb3_zip
+
+    path = Path(name_or_path)
+    if path.is_file() or path.suffix.lower() in (".zip", ".pt", ".json") or len(path.parts) > 1:
+        if path.suffix.lower() in (".pt", ".json"):
+            return shipped.load_own(path)
+        ckpt = read_sb3_zip(path, game=game)
+        net = ExpertNetwork(len(ckpt.state_dict["head.bias"]))
+        net.load_state_dict(ckpt.state_dict)
+        return Expert(net, ckpt.game, ckpt.algo, ckpt.meta, name=path.stem)
+
+    name = str(name_or_path).lower()
+    own = shipped.SHIPPED_DIR / f"{name}.json"
+    if own.is_file():
+        return shipped.load_own(own, name=name)
+    entries = registry.load_registry()
+    if name in entries:
+        entry = entries[name]
+        target = Path(entry.get("path", ""))
+        if not target.is_file():
+            raise FileNotFoundError(f"{registry.registry_path()}: expert {name!r} points to {target}, which is missing; "
+                                    f"re-run `amn experts import PATH --name {name}`")
+        expert = _load(target, entry.get("game"))
+        expert.name = name
+        return expert
+    known = sorted(set(shipped.shipped_names()) | set(entries))
+    raise FileNotFoundError(f"unknown expert {name_or_path!r}: not a file, not shipped, not in "
+                            f"{registry.registry_path()} (known: {', '.join(known) or 'none'}); "
+                            f"give a path or run `amn experts import PATH --name NAME`")

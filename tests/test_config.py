@@ -1,0 +1,98 @@
+"""Config validation: one clear line for every user mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from amn.cli import UsageError, main
+from amn.config import TrainConfig, apply_overrides, from_dict, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem and cfg.games
+
+
+def test_smoke_expert_path_resolved_against_project_root():
+    cfg = load_config(REPO / "configs" / "smoke.yaml")
+    assert cfg.games[0].expert == str((REPO / "../shared/experts/ppo-PongNoFrameskip-v4.zip").resolve())
+
+
+def test_typo_lists_valid_keys():
+    with pytest.raises(UsageError, match=r"unknown key 'learnig_rate'; valid keys: name, games, .*lr"):
+        from_dict({"learnig_rate": 1e-3})
+
+
+def test_typo_inside_a_game_entry():
+    with pytest.raises(UsageError, match=r"unknown key 'expret'; valid keys: game, expert"):
+        from_dict({"games": [{"game": "Pong", "expret": "pong"}]})
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("lr", "fast", "expects float"),
+    ("total_agent_steps", 1.5, "expects int"),
+    ("sticky", "yes", "expects bool"),
+    ("games", "Pong", "must be a list"),
+])
+def test_wrong_type_names_the_expected_type(key, value, expected):
+    with pytest.raises(UsageError, match=expected):
+        from_dict({key: value})
+
+
+def test_unknown_game():
+    with pytest.raises(UsageError, match="unknown game 'Pongg'"):
+        from_dict({"games": [{"game": "Pongg", "expert": "pong"}]})
+
+
+def test_overrides_parse_yaml_values_and_dotted_keys():
+    data = apply_overrides({}, ["total_agent_steps=1e6", "sticky=true", "loss_options.scale=2", "loss=cc"])
+    cfg = from_dict(data)
+    assert cfg.total_agent_steps == 1_000_000 and cfg.sticky and cfg.loss_options == {"scale": 2}
+
+
+def test_epsilon_schedule():
+    cfg = TrainConfig(epsilon=0.1, epsilon_start=1.0, epsilon_decay_agent_steps_per_game=100)
+    assert cfg.epsilon_at(0) == 1.0 and cfg.epsilon_at(50) == pytest.approx(0.55) and cfg.epsilon_at(10**6) == 0.1
+    assert TrainConfig().epsilon_at(0) == 0.1  # fixed by default, as in the Actor-Mimic code
+
+
+def _cli_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_cli_one_line_errors(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("games: [{game: Pong, expert: pong}]\nlr: [1]\n")
+    assert "expects float" in _cli_error(capsys, ["train-student", "--config", str(cfg), "--run-dir", str(tmp_path / "r")])
+    assert "unknown key 'bogus'" in _cli_error(
+        capsys, ["train-student", "--config", str(REPO / "configs/smoke.yaml"), "--set", "bogus=1",
+                 "--run-dir", str(tmp_path / "r")])
+    assert "config file not found" in _cli_error(capsys, ["train-student", "--config", str(tmp_path / "none.yaml")])
+
+
+def test_cli_missing_expert_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("games: [{game: Pong, expert: ./no/such/expert.zip}]\n")
+    err = _cli_error(capsys, ["train-student", "--config", str(cfg), "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    assert "expert for Pong" in err
+
+
+def test_cli_unknown_loss_is_one_line(tmp_path, capsys):
+    err = _cli_error(capsys, ["train-student", "--config", str(REPO / "configs/smoke.yaml"), "--set", "loss=nope",
+                              "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    assert "unknown loss 'nope'" in err
+
+
+def test_cli_corrupt_checkpoint_is_one_line(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    err = _cli_error(capsys, ["evaluate", str(tmp_path)])
+    assert "corrupt or truncated" in err

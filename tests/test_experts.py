@@ -1,0 +1,327 @@
+"""Loading experts: every SB3 backend, the own format, the registry, the CLI and each error path.
+
+Tiny SB3 models are built (not trained) in the tests, their weights perturbed so
+every layer matters, saved with ``model.save`` and compared with SB3's own
+outputs on real ALE observations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from experts import Expert, export_expert, load_expert
+from experts.atari import make_atari_vec, minimal_action_set
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO_PONG = ROOT.parent / "shared" / "experts" / "ppo-PongNoFrameskip-v4.zip"
+
+
+@pytest.fixture(scope="module")
+def pong_obs() -> np.ndarray:
+    """Real Pong observations ``uint8 [4, 4, 84, 84]`` after some random play."""
+    env = make_atari_vec("Pong", 4)
+    obs, _ = env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(80):
+        obs, *_ = env.step(rng.integers(0, 6, 4))
+    env.close()
+    return obs
+
+
+def _perturb(module: torch.nn.Module) -> None:
+    # SB3 initialises heads with gain 0.01: outputs near 0 would make the comparison vacuous.
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+
+
+def _build(algo: str, **policy_kwargs):
+    from experts.sb3_vec_env import AleVecEnv
+
+    env = AleVecEnv("Pong", 1)
+    if algo == "ppo":
+        from stable_baselines3 import PPO
+
+        model = PPO("CnnPolicy", env, n_steps=8, batch_size=8, policy_kwargs=policy_kwargs, device="cpu", seed=0)
+    elif algo == "a2c":
+        from stable_baselines3 import A2C
+
+        model = A2C("CnnPolicy", env, n_steps=5, device="cpu", seed=0)
+    elif algo == "dqn":
+        from stable_baselines3 import DQN
+
+        model = DQN("CnnPolicy", env, buffer_size=100, learning_starts=0, device="cpu", seed=0)
+    else:
+        sb3_contrib = pytest.importorskip("sb3_contrib", reason="sb3-contrib (the 'zoo' extra) is not installed")
+        model = sb3_contrib.QRDQN("CnnPolicy", env, buffer_size=100, learning_starts=0, device="cpu", seed=0)
+    _perturb(model.policy)
+    env.close()
+    return model
+
+
+def _sb3_values(model, algo: str, obs: np.ndarray) -> torch.Tensor:
+    """Raw action values straight from SB3's modules (logits before Categorical normalises them)."""
+    from stable_baselines3.common.policies import BaseModel
+
+    obs_t = model.policy.obs_to_tensor(obs)[0]
+    with torch.no_grad():
+        if algo in ("ppo", "a2c"):
+            policy = model.policy
+            # BaseModel's version: ActorCriticPolicy's returns a (pi, vf) pair when extractors are not shared.
+            features = BaseModel.extract_features(policy, obs_t, policy.pi_features_extractor)
+            return policy.action_net(policy.mlp_extractor.forward_actor(features))
+        if algo == "dqn":
+            return model.q_net(obs_t)
+        return model.quantile_net(obs_t).mean(dim=1)
+
+
+@pytest.fixture(scope="module")
+def ppo_zip(tmp_path_factory) -> tuple[Path, object]:
+    model = _build("ppo")
+    path = tmp_path_factory.mktemp("ppo") / "ppo-PongNoFrameskip-v4.zip"
+    model.save(path)
+    return path, model
+
+
+@pytest.mark.parametrize("algo,kwargs", [("ppo", {}), ("ppo", {"share_features_extractor": False}),
+                                         ("a2c", {}), ("dqn", {}), ("qrdqn", {})],
+                         ids=["ppo", "ppo-unshared", "a2c", "dqn", "qrdqn"])
+def test_sb3_round_trip(request, tmp_path, pong_obs, algo, kwargs):
+    if algo == "ppo" and not kwargs:
+        path, model = request.getfixturevalue("ppo_zip")  # built once for the other tests too
+    else:
+        model = _build(algo, **kwargs)
+        path = tmp_path / f"{algo}-PongNoFrameskip-v4.zip"
+        model.save(path)
+    expert = load_expert(path)
+    assert (expert.game, expert.algo, expert.num_actions) == ("Pong", algo, 6)
+    assert expert.action_set == minimal_action_set("Pong")
+    assert expert.action_meanings == ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
+    values = expert.values(pong_obs)
+    assert values.dtype == torch.float32 and values.shape == (4, 6)
+    torch.testing.assert_close(values, _sb3_values(model, algo, pong_obs), atol=1e-5, rtol=1e-5)
+    assert values.std() > 1e-3  # the comparison is not between two near-zero outputs
+    # Tensors are accepted as well as arrays.
+    torch.testing.assert_close(expert.values(torch.from_numpy(pong_obs)), values)
+
+
+def test_features_are_penultimate_layer(ppo_zip, pong_obs):
+    path, model = ppo_zip
+    expert = load_expert(path)
+    feats = expert.features(pong_obs)
+    assert feats.shape == (4, 512) and feats.dtype == torch.float32 and (feats >= 0).all()
+    with torch.no_grad():
+        ref = model.policy.extract_features(model.policy.obs_to_tensor(pong_obs)[0], model.policy.pi_features_extractor)
+    torch.testing.assert_close(feats, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_channel_last_checkpoint_is_adapted(ppo_zip, pong_obs, tmp_path):
+    """An older zoo zip records the observation space as (84, 84, 4); SB3 transposes for it."""
+    path, _ = ppo_zip
+    copy = tmp_path / "ppo-PongNoFrameskip-v4.zip"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(copy, "w") as dst:
+        for item in src.infolist():
+            blob = src.read(item.filename)
+            if item.filename == "data":
+                data = json.loads(blob)
+                data["observation_space"]["_shape"] = [84, 84, 4]
+                blob = json.dumps(data).encode()
+            dst.writestr(item, blob)
+    expert = load_expert(copy)
+    assert expert.meta["observation_layout"] == "channels_last"
+    torch.testing.assert_close(expert.values(pong_obs), load_expert(path).values(pong_obs))
+
+
+def test_game_argument_when_file_name_says_nothing(ppo_zip, tmp_path):
+    path, _ = ppo_zip
+    anonymous = tmp_path / "model.zip"
+    anonymous.write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match=r"model\.zip: cannot tell which game.*--game"):
+        load_expert(anonymous)
+    assert load_expert(anonymous, game="pong").game == "Pong"
+    with pytest.raises(ValueError, match=r"model\.zip: unknown game 'Tetris'"):
+        load_expert(anonymous, game="Tetris")
+    with pytest.raises(ValueError, match=r"the file says Pong but game='Breakout'"):
+        load_expert(path, game="Breakout")
+
+
+def test_soft_policy(ppo_zip, pong_obs):
+    expert = load_expert(ppo_zip[0])
+    greedy = expert.values(pong_obs).argmax(-1)
+    previous = None
+    for tau in (10.0, 1.0, 0.1, 1e-4):
+        probs = expert.soft_policy(pong_obs, temperature=tau)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+        top = probs.gather(1, greedy[:, None]).squeeze(1)
+        if previous is not None:
+            assert (top >= previous - 1e-6).all()  # sharpens as tau falls
+        previous = top
+    assert (previous > 0.999).all()
+    np.testing.assert_array_equal(expert.act(pong_obs), greedy.numpy())
+    # Targets must be usable in a student's loss (an inference-mode tensor could not be saved for backward).
+    student = torch.zeros(4, 6, requires_grad=True)
+    (-(expert.soft_policy(pong_obs) * torch.log_softmax(student, -1)).sum()).backward()
+    assert student.grad is not None
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            expert.soft_policy(pong_obs, temperature=bad)
+
+
+def test_own_format_round_trip(ppo_zip, pong_obs, tmp_path):
+    path, _ = ppo_zip
+    score = {"mean": 1.5, "std": 0.5, "episodes": 2, "returns": [1.0, 2.0]}
+    json_path = export_expert(path, "pong_test", out_dir=tmp_path, score=score, command="pytest")
+    pt = json_path.with_suffix(".pt")
+    assert pt.stat().st_size <= 4 * 1024 * 1024
+    meta = json.loads(json_path.read_text())
+    assert meta["game"] == "Pong" and meta["algo"] == "ppo" and meta["action_set"] == minimal_action_set("Pong")
+    assert meta["observation_pipeline"] == "ale_py.AtariVectorEnv default preprocessing"
+    assert meta["score"]["mean"] == 1.5 and "protocol" in meta["score"] and meta["command"] == "pytest"
+    assert all(v.dtype == torch.float16 for v in torch.load(pt, weights_only=True).values())
+    original, reloaded = load_expert(path), load_expert(json_path)
+    assert isinstance(reloaded, Expert) and reloaded.game == "Pong" and reloaded.meta["score"]["episodes"] == 2
+    torch.testing.assert_close(reloaded.values(pong_obs), original.values(pong_obs), atol=2e-2, rtol=2e-2)
+    assert load_expert(pt).name == "pong_test"  # either half of the pair may be named
+
+
+def test_registry_and_cli(ppo_zip, tmp_path, monkeypatch, capsys):
+    from amn.cli import main
+
+    monkeypatch.setenv("AMN_HOME", str(tmp_path / "home"))
+    assert main(["experts", "import", str(ppo_zip[0]), "--name", "Tiny_Pong"]) == 0
+    assert "registered 'tiny_pong'" in capsys.readouterr().out
+    expert = load_expert("TINY_PONG")  # names are case-insensitive
+    assert expert.game == "Pong" and expert.name == "tiny_pong"
+    assert main(["experts", "list"]) == 0
+    assert "tiny_pong" in capsys.readouterr().out
+    out_json = tmp_path / "eval.json"
+    assert main(["experts", "evaluate", "tiny_pong", "--episodes", "1", "--max-frames", "400",
+                 "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    assert result["episodes"] == 1 and len(result["returns"]) == 1 and result["game"] == "Pong"
+    capsys.readouterr()
+    assert main(["experts", "list"]) == 0  # the measured score is remembered
+    assert f"{result['mean']:.1f} ± 0.0 (1 games)" in capsys.readouterr().out
+    own = export_expert(ppo_zip[0], "exported", out_dir=tmp_path / "own")
+    assert main(["experts", "import", str(own), "--name", "own_pong"]) == 0
+    assert load_expert("own_pong", game="Pong").meta["format"] == "own"
+    with pytest.raises(ValueError, match="expert 'own_pong' plays Pong, not Breakout"):
+        load_expert("own_pong", game="breakout")
+    capsys.readouterr()
+    assert main(["experts", "evaluate", "no_such_expert"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown expert 'no_such_expert'" in err
+
+
+def test_fetch_offline_fails_fast(monkeypatch, capsys):
+    from amn.cli import main
+    from experts import cli
+
+    monkeypatch.setattr(cli, "_hub_reachable", lambda timeout=3.0: False)
+    start = time.monotonic()
+    assert main(["experts", "fetch", "pong", "--algo", "dqn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert time.monotonic() - start < 5
+    assert err.count("\n") == 0 and "amn experts import dqn-PongNoFrameskip-v4.zip" in err
+
+
+@pytest.mark.skipif(not ZOO_PONG.is_file(), reason=f"shared zoo checkpoint not found at {ZOO_PONG}")
+def test_shared_zoo_checkpoint(pong_obs):
+    from stable_baselines3 import PPO
+
+    start = time.monotonic()
+    expert = load_expert(ZOO_PONG)
+    assert time.monotonic() - start < 2.0
+    assert (expert.game, expert.algo, expert.meta["training_steps"]) == ("Pong", "ppo", 1_600_000)
+    actions = expert.act(pong_obs)
+    assert actions.shape == (4,) and ((0 <= actions) & (actions < 6)).all()
+    model = PPO.load(ZOO_PONG, device="cpu")
+    torch.testing.assert_close(expert.values(pong_obs), _sb3_values(model, "ppo", pong_obs), atol=1e-5, rtol=1e-5)
+
+
+# --- error paths: one line, naming the file and what to do -----------------------------------------
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_truncated_and_random_files(ppo_zip, tmp_path):
+    blob = ppo_zip[0].read_bytes()
+    truncated = tmp_path / "ppo-PongNoFrameskip-v4.zip"
+    truncated.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError) as err:
+        load_expert(truncated)
+    assert str(truncated) in _one_line(err) and "corrupt or truncated" in str(err.value)
+    noise = tmp_path / "noise.zip"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match=r"noise\.zip: corrupt or truncated.*re-download") as err:
+        load_expert(noise)
+    _one_line(err)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_expert(tmp_path / "missing.zip")
+
+
+def test_non_atari_checkpoint(tmp_path):
+    from stable_baselines3 import PPO
+
+    path = tmp_path / "ppo-CartPole-v1.zip"
+    PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, device="cpu").save(path)
+    with pytest.raises(ValueError, match=r"ppo-CartPole-v1\.zip: not an Atari image checkpoint") as err:
+        load_expert(path)
+    _one_line(err)
+
+
+def test_action_space_mismatch(ppo_zip, tmp_path):
+    wrong = tmp_path / "ppo-BreakoutNoFrameskip-v4.zip"
+    wrong.write_bytes(ppo_zip[0].read_bytes())
+    with pytest.raises(ValueError, match=r"6 actions but Breakout's minimal action set has 4") as err:
+        load_expert(wrong)
+    assert str(wrong) in _one_line(err)
+
+
+def test_own_format_errors(ppo_zip, tmp_path):
+    json_path = export_expert(ppo_zip[0], "pong_bad", out_dir=tmp_path)
+    pt = json_path.with_suffix(".pt")
+    meta = json.loads(json_path.read_text())
+
+    del meta["game"]
+    json_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"pong_bad\.json: missing metadata key 'game'") as err:
+        load_expert(json_path)
+    _one_line(err)
+
+    export_expert(ppo_zip[0], "pong_bad", out_dir=tmp_path)
+    blob = bytearray(pt.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    pt.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"pong_bad\.pt: sha256 mismatch") as err:
+        load_expert(json_path)
+    _one_line(err)
+
+    pt.unlink()
+    with pytest.raises(FileNotFoundError, match=r"pong_bad\.pt: weights file"):
+        load_expert(json_path)
+    with pytest.raises(ValueError, match="lower-case"):
+        export_expert(ppo_zip[0], "Bad Name", out_dir=tmp_path)
+
+
+def test_wrong_observations(ppo_zip, pong_obs):
+    expert = load_expert(ppo_zip[0])
+    bad = [pong_obs.transpose(0, 2, 3, 1), pong_obs[0], pong_obs.astype(np.float32), pong_obs[:, :3]]
+    for obs in bad:
+        with pytest.raises(ValueError, match=r"expected observations uint8 \[B, 4, 84, 84\].*got") as err:
+            expert.values(obs)
+        _one_line(err)
+    with pytest.raises(ValueError, match="got list"):
+        expert.features(pong_obs.tolist())
