@@ -95,7 +95,9 @@ class TrainConfig:
 
     # Bookkeeping.
     seed: int = 0
-    torch_threads: int = 0  # 0 = leave torch's default
+    # 1 thread: on 2 shared cores a 2-thread torch collapses ~10x when another job holds a core
+    # (measured with scripts/bench_trainer.py); 0 = torch's default.
+    torch_threads: int = 1
     checkpoint_minutes: float = 5.0
     log_every_agent_steps: int = 2_000
 

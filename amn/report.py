@@ -100,6 +100,8 @@ def evaluate_run(path: str | Path, *, games: list[str] | None = None, episodes: 
     ckpt_file = resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_file)
     cfg = from_dict(ckpt["config"])
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     student = Student(cfg.num_games, per_game_heads=cfg.per_game_heads)
     student.load_state_dict(ckpt["student"])
     student.eval()

@@ -12,6 +12,7 @@ rewards and full games, which is what evaluation needs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,13 +70,18 @@ def canonical_game(name: str) -> str:
 
 def minimal_action_set(game: str) -> list[int]:
     """Indices (into the 18 full actions) of the game's minimal action set, in ALE order."""
+    return list(_minimal_action_set(canonical_game(game)))
+
+
+@functools.lru_cache(maxsize=None)
+def _minimal_action_set(game: str) -> tuple[int, ...]:
     import ale_py
     from ale_py import roms
 
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # before construction, or it prints a banner
     ale = ale_py.ALEInterface()
-    ale.setLoggerMode(ale_py.LoggerMode.Error)
     ale.loadROM(roms.get_rom_path(GAMES[canonical_game(game)]))
-    return [int(a.value) for a in ale.getMinimalActionSet()]
+    return tuple(int(a.value) for a in ale.getMinimalActionSet())
 
 
 def action_meanings(game: str) -> list[str]:
