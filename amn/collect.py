@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from amn.config import GameConfig, TrainConfig
+from amn.config import TrainConfig
 from amn.replay import STACK, GameReplay
 from amn.student import NUM_OUTPUTS, Student, masked_logits
 from experts.atari import EnvSettings, GameTracker, make_atari_vec

@@ -142,7 +142,7 @@ def evaluate_run(path: str | Path, *, games: list[str] | None = None, episodes: 
     report = {
         "checkpoint": str(ckpt_file), "agent_steps": ckpt["counters"]["agent_steps"],
         "protocol": {"episodes": episodes, "epsilon": epsilon, "sticky": sticky, "seed": seed,
-                     "max_frames": max_frames, "full_games": True, "raw_scores": True},
+                     "max_frames": max_frames, "full_games": max_frames >= 108_000, "raw_scores": True},
         "games": rows,
         "aggregate": {"iqm_expert_normalised": float(iqm(scores)), "ci95": [lo, hi], "bootstrap_resamples": 2000},
     }
@@ -156,7 +156,8 @@ def evaluate_run(path: str | Path, *, games: list[str] | None = None, episodes: 
 def format_table(report: dict[str, Any]) -> str:
     """The per-game table and the aggregate line, plain text."""
     p = report["protocol"]
-    lines = [f"evaluation: {p['episodes']} full games per game, eps={p['epsilon']}, "
+    cap = "" if p["max_frames"] >= 108_000 else f" (capped at {p['max_frames']:,} frames)"
+    lines = [f"evaluation: {p['episodes']} full games per game{cap}, eps={p['epsilon']}, "
              f"sticky={'on' if p['sticky'] else 'off'}, seed={p['seed']}, raw scores "
              f"(student at {report['agent_steps']:,} agent steps)",
              f"{'game':<14}{'student':>18}{'expert':>18}{'% expert':>10}{'human-norm':>12}  expert score"]

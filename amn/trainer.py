@@ -78,19 +78,25 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     save_config(cfg, run_dir / "config.yaml")
     print(f"run dir: {run_dir}", file=sys.stderr)
     G, B = cfg.num_games, cfg.batch_per_game
+    torch.manual_seed(cfg.seed)
     student = Student(G, per_game_heads=cfg.per_game_heads)
     # Feature regression: one linear map per game from the student's 512 features to the expert's.
     projections = nn.ModuleList(nn.Linear(FEATURE_DIM, FEATURE_DIM) for _ in range(G)) \
         if cfg.feature_regression else nn.ModuleList()
     params = list(student.parameters()) + list(projections.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+    # fused: one kernel for all parameters, measured 33 ms -> 5 ms per step here (1 thread).
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                                 fused=True)
     rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)
     counters = {"lockstep_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "resumes": 0}
     if ckpt is not None:
-        student.load_state_dict(ckpt["student"])
-        projections.load_state_dict(ckpt["projections"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            student.load_state_dict(ckpt["student"])
+            projections.load_state_dict(ckpt["projections"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise UsageError(f"{ckpt_path} does not fit this config (games, heads or feature regression "
+                             f"changed?): {str(err).splitlines()[0]}") from None
         counters.update(ckpt["counters"])
         counters["resumes"] += 1
         restore_rng(rng, ckpt["rng"])

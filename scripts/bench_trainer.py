@@ -46,7 +46,8 @@ def main() -> None:
                           store_values=loss_fn.needs_expert_values,
                           feature_dim=FEATURE_DIM if cfg.feature_regression else 0) for _ in range(G)]
     student = Student(G, per_game_heads=cfg.per_game_heads)
-    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                                 fused=True)
     collector = Collector(cfg, experts, replays, seed=cfg.seed)
     rng = np.random.default_rng(0)
     ids = torch.arange(G).repeat_interleave(B)

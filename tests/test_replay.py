@@ -94,10 +94,9 @@ def test_empty_replay_refuses_to_sample():
 
 def test_real_env_observations_are_rebuilt_bit_identical():
     """Against AtariVectorEnv itself (SAME_STEP autoreset): random play through episode ends."""
-    from experts.atari import make_atari_vec
+    from experts.atari import EnvSettings, make_atari_vec
 
-    env = make_atari_vec("Pong", 1, settings=__import__("experts.atari", fromlist=["EnvSettings"]).EnvSettings(
-        max_frames=400))  # short games, so several episode starts occur
+    env = make_atari_vec("Pong", 1, settings=EnvSettings(max_frames=400))  # short games: several episode starts
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
     start = np.array([True])
@@ -112,3 +111,23 @@ def test_real_env_observations_are_rebuilt_bit_identical():
     idx = np.arange(len(seen))
     assert replay.starts[0].sum() >= 2  # crossed at least one episode boundary
     np.testing.assert_array_equal(replay.stacks(np.zeros_like(idx), idx), np.stack(seen))
+
+
+def test_life_loss_view_matches_replay_rebuild():
+    """A life loss starts a new stack: the training view and the rebuilt stack agree."""
+    from amn.collect import Collector
+
+    frames = [frame(k) for k in range(1, 11)]
+    life_lost_at = 5  # the obs returned at step 5 is the first of the new stack
+    replay, views, since = GameReplay(50), [], 0
+    for t in range(len(frames)):
+        raw = np.zeros((1, 4, 84, 84), dtype=np.uint8)
+        recent = frames[max(0, t - 3):t + 1]
+        raw[0, 4 - len(recent):] = recent  # what the env returns: no reset at a life loss
+        since = 0 if t in (0, life_lost_at) else min(since + 1, 3)
+        view = Collector._training_view(raw, np.array([since]))
+        replay.add(view, np.array([since == 0]), np.full((1, 18), 1 / 18, np.float32))
+        views.append(view[0])
+    assert (views[life_lost_at][:3] == 0).all() and (views[life_lost_at + 1][2] == life_lost_at + 1).all()
+    idx = np.arange(len(frames))
+    np.testing.assert_array_equal(replay.stacks(np.zeros_like(idx), idx), np.stack(views))

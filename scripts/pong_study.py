@@ -1,0 +1,207 @@
+"""The Pong study: cross-entropy vs CC-AMN with the naive, the authors' and the guarded normaliser.
+
+    python scripts/pong_study.py [--budget-minutes M] [--seeds 3] [--games pong|all]
+                                 [--agent-steps N] [--eval-every N] [--eval-episodes E]
+
+Trains one student per (variant, seed) on the same games, budget and seeds, each
+with periodic evaluation (``eval_every_agent_steps``), and writes under ``--out``
+(default ``docs/results/``):
+
+- ``pong_study.csv``: one row per (loss, normaliser, game, seed, evaluation point)
+  with the evaluation return and the normaliser diagnostics summed since the
+  previous point (rows, rows the naive form gets wrong, fallback and non-finite
+  rows), and the run's status (``ok`` or where it failed);
+- ``pong_study_returns.png``: evaluation return vs frames, mean and min–max over
+  seeds, one panel per game;
+- ``pong_study_normaliser.png``: per variant, the share of rows the naive form
+  gets wrong, of rows sent to cross-entropy, and of non-finite rows, over training.
+
+A run whose loss turns non-finite (naive CC on tied logits) stops with
+``NonFiniteLoss``; the study records the step and goes on with the next run.
+Run directories go to ``--runs-dir`` (default ``runs/pong_study``, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = [("ce", None), ("cc", "naive"), ("cc", "authors"), ("cc", "guarded")]
+SHIPPED_GAMES = {"pong": "Pong", "breakout": "Breakout", "space_invaders": "SpaceInvaders", "atlantis": "Atlantis"}
+COLUMNS = ["loss", "normaliser", "game", "seed", "agent_steps", "frames", "return_mean", "return_std", "episodes",
+           "rows", "ill_conditioned_rows", "fallback_rows", "dropped_rows", "nonfinite_rows", "status"]
+
+
+def label(loss: str, normaliser: str | None) -> str:
+    return loss if normaliser is None else f"{loss}/{normaliser}"
+
+
+def diagnostics_by_step(run_dir: Path, games: list[str]) -> dict[str, list[tuple[int, dict[str, float]]]]:
+    """``{game: [(agent_steps, {key: count}), ...]}`` from the run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    out: dict[str, list] = {}
+    for game in games:
+        per_step: dict[int, dict[str, float]] = defaultdict(dict)
+        prefix = f"{game}/loss_diag/"
+        for tag in acc.Tags()["scalars"]:
+            if tag.startswith(prefix):
+                for event in acc.Scalars(tag):
+                    per_step[event.step][tag[len(prefix):]] = event.value
+        out[game] = sorted(per_step.items())
+    return out
+
+
+def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], seed: int, args) -> list[dict]:
+    from amn.config import load_config
+    from amn.trainer import NonFiniteLoss, train
+
+    name = f"{label(loss, normaliser).replace('/', '-')}-seed{seed}"
+    run_dir = args.runs_dir / name
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)  # a study run always starts fresh
+    overrides = [
+        f"name={name}", f"loss={loss}", f"normaliser={'null' if normaliser is None else normaliser}",
+        "games=" + json.dumps([{"game": g, "expert": e} for g, e in games]),
+        f"seed={seed}", f"total_agent_steps={args.agent_steps}",
+        f"eval_every_agent_steps={args.eval_every}", f"eval_episodes={args.eval_episodes}",
+        f"log_every_agent_steps={args.log_every}", f"max_minutes={args.minutes_per_run}",
+    ]
+    cfg = load_config(ROOT / "configs" / "default.yaml", overrides)
+    status = "ok"
+    start = time.monotonic()
+    try:
+        train(cfg, run_dir, progress=not args.quiet, evaluate=False)
+    except NonFiniteLoss as err:
+        status = f"nonfinite: {err}"
+    print(f"{name}: {status} ({(time.monotonic() - start) / 60:.1f} min)", flush=True)
+
+    evaluations = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()] \
+        if (run_dir / "evaluations.jsonl").exists() else []
+    diag = diagnostics_by_step(run_dir, [g for g, _ in games])
+    rows = []
+    for game, _ in games:
+        previous = 0
+        points = [e for e in evaluations if e["game"] == game]
+        last_step = max([e["agent_steps"] for e in points], default=0)
+        if status != "ok":  # a row marking where the run stopped
+            failed_at = int(status.split("agent step ")[1].split()[0]) if "agent step " in status else last_step
+            points.append({"agent_steps": failed_at, "return_mean": math.nan, "return_std": math.nan,
+                           "episodes": 0, "game": game})
+        for point in points:
+            step = point["agent_steps"]
+            counts = defaultdict(float)
+            for s, values in diag[game]:
+                if previous < s <= step or (point is points[-1] and s > step):
+                    for key, value in values.items():
+                        counts[key] += value
+            previous = step
+            rows.append({
+                "loss": loss, "normaliser": normaliser or "", "game": game, "seed": seed,
+                "agent_steps": step, "frames": 4 * step,
+                "return_mean": point["return_mean"], "return_std": point["return_std"], "episodes": point["episodes"],
+                **{k: int(counts.get(k, 0)) for k in COLUMNS[9:14]},
+                "status": status if point is points[-1] else "ok",
+            })
+    return rows
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    games = sorted({r["game"] for r in rows})
+    variants = [label(l, n) for l, n in VARIANTS if any(r["loss"] == l and (r["normaliser"] or None) == n for r in rows)]
+
+    fig, axes = plt.subplots(1, len(games), figsize=(6 * len(games), 4), squeeze=False)
+    for ax, game in zip(axes[0], games):
+        for v in variants:
+            sel = [r for r in rows if r["game"] == game and label(r["loss"], r["normaliser"] or None) == v]
+            frames = sorted({r["frames"] for r in sel})
+            by_frame = [[r["return_mean"] for r in sel if r["frames"] == f] for f in frames]
+            mean = [np.nanmean(x) if not all(math.isnan(y) for y in x) else np.nan for x in by_frame]
+            lo = [np.nanmin(x) if not all(math.isnan(y) for y in x) else np.nan for x in by_frame]
+            hi = [np.nanmax(x) if not all(math.isnan(y) for y in x) else np.nan for x in by_frame]
+            line, = ax.plot(frames, mean, marker="o", label=v)
+            ax.fill_between(frames, lo, hi, alpha=0.2, color=line.get_color())
+            for r in sel:
+                if r["status"].startswith("nonfinite"):
+                    ax.axvline(r["frames"], color=line.get_color(), ls=":", lw=1)
+        ax.set(title=f"{game}: evaluation return (mean, min-max over seeds)", xlabel="frames", ylabel="return")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "pong_study_returns.png", dpi=110)
+    plt.close(fig)
+
+    keys = [("ill_conditioned_rows", "naive form wrong"), ("fallback_rows", "fell back to CE"),
+            ("nonfinite_rows", "non-finite")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], keys):
+        for v in variants:
+            sel = [r for r in rows if label(r["loss"], r["normaliser"] or None) == v and r["rows"] > 0]
+            frames = sorted({r["frames"] for r in sel})
+            share = [sum(r[key] for r in sel if r["frames"] == f) / max(1, sum(r["rows"] for r in sel if r["frames"] == f))
+                     for f in frames]
+            if frames:
+                ax.plot(frames, share, marker="o", label=v)
+        ax.set(title=f"share of rows: {title}", xlabel="frames", ylabel="share of loss rows", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "pong_study_normaliser.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget-minutes", type=float, default=120.0, help="wall time for the whole study")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--games", default="pong", help="'pong', 'all' (the shipped games) or a comma list")
+    parser.add_argument("--expert", action="append", default=[], metavar="GAME=SPEC",
+                        help="expert for a game (default: the shipped one), e.g. Pong=../shared/experts/x.zip")
+    parser.add_argument("--agent-steps", type=int, default=200_000, help="cap per run, summed over games")
+    parser.add_argument("--eval-every", type=int, default=25_000)
+    parser.add_argument("--eval-episodes", type=int, default=3)
+    parser.add_argument("--log-every", type=int, default=2_000)
+    parser.add_argument("--variants", nargs="+", default=[label(l, n) for l, n in VARIANTS])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "pong_study")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+
+    names = list(SHIPPED_GAMES) if args.games == "all" else [g.strip().lower() for g in args.games.split(",")]
+    experts = dict(spec.split("=", 1) for spec in args.expert)
+    games = [(SHIPPED_GAMES.get(n, n), experts.get(SHIPPED_GAMES.get(n, n), n)) for n in names]
+    variants = [(l, n) for l, n in VARIANTS if label(l, n) in args.variants]
+    args.minutes_per_run = args.budget_minutes / (len(variants) * args.seeds)
+    print(f"{len(variants)} variants x {args.seeds} seeds on {', '.join(g for g, _ in games)}: "
+          f"{args.minutes_per_run:.1f} min and at most {args.agent_steps:,} agent steps per run", flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    rows: list[dict] = []
+    for seed in range(args.seeds):
+        for loss, normaliser in variants:
+            rows += run_one(loss, normaliser, games, seed, args)
+            with (args.out / "pong_study.csv").open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+    plot(rows, args.out)
+    print(f"study done in {(time.monotonic() - start) / 60:.1f} min: {args.out / 'pong_study.csv'}")
+
+
+if __name__ == "__main__":
+    main()

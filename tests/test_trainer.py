@@ -1,0 +1,191 @@
+"""The student trainer end to end: real ALE, the shared rl-zoo Pong expert, tiny budgets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from amn.cli import main
+from amn.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+ZOO_EXPERT = (REPO / "../shared/experts/ppo-PongNoFrameskip-v4.zip").resolve()
+needs_expert = pytest.mark.skipif(not ZOO_EXPERT.is_file(), reason=f"shared zoo expert {ZOO_EXPERT} absent")
+pytestmark = [pytest.mark.slow, needs_expert]
+
+# Small enough for a loaded 2-core machine; learning starts early so updates happen.
+TINY = ["learning_starts_per_game=100", "replay_capacity_per_game=1000", "log_every_agent_steps=100"]
+
+
+def tiny_config(*extra: str):
+    return load_config(SMOKE, TINY + list(extra))
+
+
+def counters(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["counters"]
+
+
+def scalars(run_dir: Path) -> dict[str, list]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
+
+
+def test_smoke_config_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train-student", "--config", str(SMOKE), "--run-dir", str(run), "--no-progress",
+                 "--set", "total_agent_steps=1200", "--set", "learning_starts_per_game=300"]) == 0
+    out = capsys.readouterr().out
+    assert "Pong" in out and "IQM expert-normalised" in out  # the table printed at the end of training
+    assert (run / "checkpoint.pt").is_file() and (run / "config.yaml").is_file()
+    assert counters(run)["agent_steps"] == 1200 and counters(run)["updates"] > 100
+
+    tags = scalars(run)
+    for tag in ["Pong/policy_regression_loss", "Pong/episode_return", "Pong/student_entropy",
+                "Pong/target_entropy", "Pong/loss_diag/rows", "train/epsilon", "train/lr",
+                "train/grad_norm", "perf/agent_steps_per_s"]:
+        assert tag in tags, f"{tag} missing from TensorBoard; have {sorted(tags)}"
+    assert all(np.isfinite(e.value) for e in tags["Pong/policy_regression_loss"])
+
+    report_json, plot_png = tmp_path / "eval.json", tmp_path / "eval.png"
+    assert main(["evaluate", str(run), "--episodes", "1", "--max-frames", "2000", "--no-progress",
+                 "--json", str(report_json), "--plot", str(plot_png)]) == 0
+    table = capsys.readouterr().out
+    assert "student" in table and "human-norm" in table and "IQM" in table
+    report = json.loads(report_json.read_text())
+    row = report["games"][0]
+    assert row["game"] == "Pong" and len(row["student"]["returns"]) == 1
+    assert {"expert_normalised", "human_normalised", "expert_source"} <= row.keys()
+    assert len(report["aggregate"]["ci95"]) == 2
+    assert plot_png.stat().st_size > 1000
+
+
+def test_kill_9_then_resume_continues_counters(tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "amn", "train-student", "--config", str(SMOKE), "--run-dir", str(run),
+            "--no-progress", "--no-eval", "--set", "total_agent_steps=100000", "--set", "checkpoint_minutes=0.02"]
+    args += [a for s in TINY for a in ("--set", s)]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ckpt = run / "checkpoint.pt"
+            if ckpt.is_file() and counters(run)["updates"] > 0:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no checkpoint with updates within 120 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = counters(run)
+    target = before["agent_steps"] + 300
+    assert main(["train-student", "--run-dir", str(run), "--resume", "--no-progress", "--no-eval",
+                 "--set", f"total_agent_steps={target}"]) == 0
+    after = counters(run)
+    assert after["agent_steps"] == target
+    assert after["lockstep_steps"] == before["lockstep_steps"] + 300
+    assert after["resumes"] == before["resumes"] + 1
+    assert after["updates"] >= before["updates"]  # replay refilled first: updates resume after the warm-up
+
+
+def test_sigterm_checkpoints_and_masked_actions_never_learn(tmp_path, monkeypatch):
+    """SIGTERM mid-run saves a checkpoint; output units of Pong's invalid actions get no gradient."""
+    from amn import collect, trainer
+
+    cfg = tiny_config("total_agent_steps=100000")
+    calls = {"n": 0}
+    real_step = collect.Collector.step
+
+    def step_then_sigterm(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 401:  # the 401st step is interrupted before it starts
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, *a, **k)
+
+    torch.manual_seed(cfg.seed)
+    initial = collect.Student(1).state_dict()  # Student's init is seeded the same way in train()
+    monkeypatch.setattr(collect.Collector, "step", step_then_sigterm)
+    summary = trainer.train(cfg, tmp_path / "run", progress=False, evaluate=False)
+    assert summary["status"] == "interrupted" and summary["agent_steps"] == 400
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["counters"]["agent_steps"] == 400 and ckpt["counters"]["updates"] > 0
+
+    from experts.atari import minimal_action_set
+
+    invalid = sorted(set(range(18)) - set(minimal_action_set("Pong")))
+    w0, w1 = initial["heads.0.weight"], ckpt["student"]["heads.0.weight"]
+    assert torch.equal(w0[invalid], w1[invalid]), "an invalid action's output unit was trained"
+    assert not torch.equal(w0[minimal_action_set("Pong")], w1[minimal_action_set("Pong")])
+
+
+def test_epsilon_greedy_actor_only_picks_valid_actions():
+    from amn.collect import Collector
+    from amn.replay import GameReplay
+    from amn.student import Student
+    from experts.atari import minimal_action_set
+
+    class FakeExpert:  # acting needs only the action set
+        action_set = minimal_action_set("Pong")
+
+    cfg = tiny_config("envs_per_game=4")
+    collector = Collector(cfg, [FakeExpert()], [GameReplay(100, 4)], seed=0)
+    student = Student(1)
+    with torch.no_grad():  # make every invalid action the student's favourite
+        invalid = sorted(set(range(18)) - set(FakeExpert.action_set))
+        student.heads[0].bias[invalid] = 1e6
+    rng = np.random.default_rng(0)
+    try:
+        for epsilon in (0.0, 1.0, 0.5):
+            actions = np.concatenate([collector.act(student, epsilon, rng) for _ in range(50)])
+            assert set(actions.tolist()) <= set(FakeExpert.action_set)
+        assert len(set(actions.tolist())) == len(FakeExpert.action_set)  # exploration covers all valid ones
+    finally:
+        collector.close()
+
+
+def test_non_finite_loss_stops_with_step_and_game_and_keeps_checkpoint(tmp_path, monkeypatch, capsys):
+    from amn import trainer
+
+    run = tmp_path / "run"
+    assert main(["train-student", "--config", str(SMOKE), "--run-dir", str(run), "--no-progress", "--no-eval",
+                 "--set", "total_agent_steps=200", *[a for s in TINY for a in ("--set", s)]]) == 0
+    good = hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
+
+    real_make_loss = trainer.make_loss
+
+    def poisoned(cfg):
+        loss_fn = real_make_loss(cfg)
+        calls = {"n": 0}
+
+        def nan_after_a_few(logits, target, mask, expert_values=None):
+            out = loss_fn(logits, target, mask, expert_values)
+            calls["n"] += 1
+            if calls["n"] >= 5:
+                out.loss = out.loss * float("nan")
+            return out
+
+        nan_after_a_few.needs_expert_values = loss_fn.needs_expert_values
+        return nan_after_a_few
+
+    monkeypatch.setattr(trainer, "make_loss", poisoned)
+    capsys.readouterr()
+    code = main(["train-student", "--run-dir", str(run), "--resume", "--no-progress", "--no-eval",
+                 "--set", "total_agent_steps=2000"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "non-finite policy-regression loss" in err and "agent step" in err and "Pong" in err
+    assert hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest() == good
