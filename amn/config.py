@@ -54,6 +54,9 @@ class TrainConfig:
     loss: str = "ce"
     normaliser: str | None = None  # cc only: guarded | naive | authors
     loss_options: dict[str, Any] = field(default_factory=dict)
+    # Count, for any loss, the rows whose CC normaliser the naive closed form gets wrong
+    # (<Game>/loss_diag/ill_conditioned_rows); cc losses always report it.
+    normaliser_diagnostics: bool = False
     temperature: float = 1.0  # τ: soft target = softmax(Q_E / τ) over the game's actions
 
     # Feature regression (Actor-Mimic eq. 5): β ‖f_i(h_student) − h_expert‖², f_i linear per game.
@@ -95,6 +98,10 @@ class TrainConfig:
     eval_epsilon: float = 0.05
     eval_sticky: bool = False
     eval_max_frames: int = 108_000  # per-game cap in emulator frames (ALE's default)
+    # > 0: also evaluate this often during training (agent steps, summed over games):
+    # <Game>/eval_return in TensorBoard and one JSON line per game in <run>/evaluations.jsonl.
+    eval_every_agent_steps: int = 0
+    max_minutes: float = 0.0  # > 0: stop training after this much wall time (then evaluate as usual)
 
     # Bookkeeping.
     seed: int = 0

@@ -17,6 +17,7 @@ naming the step and game, before anything is written: the last good checkpoint s
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -31,6 +32,7 @@ from amn.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, rng_st
 from amn.cli import UsageError
 from amn.collect import Collector, load_experts
 from amn.config import TrainConfig, from_dict, save_config
+from amn.losses import cc_log_normaliser
 from amn.replay import GameReplay
 from amn.student import FEATURE_DIM, Student, entropy, masked_logits
 from amn.tb import Scalars
@@ -139,6 +141,11 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                                     f"in {games[g]} (loss {cfg.loss})")
             policy_losses.append(loss_g)
             stats.mean(f"{games[g]}/policy_regression_loss", loss_g.item())
+            if cfg.normaliser_diagnostics and "ill_conditioned_rows" not in out.diagnostics:
+                extra: dict[str, int] = {}
+                with torch.no_grad():
+                    cc_log_normaliser(z.detach(), mask=mask, diagnostics=extra)
+                out.diagnostics["ill_conditioned_rows"] = extra["ill_conditioned_rows"]
             for key, count in out.diagnostics.items():
                 stats.total(f"{games[g]}/loss_diag/{key}", float(count))
             with torch.no_grad():
@@ -162,8 +169,27 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
         stats.mean("train/loss", loss.item())
         stats.mean("train/grad_norm", grad_norm.item())
 
+    def evaluate_now() -> None:
+        """Full games with the current student: TensorBoard and <run>/evaluations.jsonl."""
+        from amn.evaluation import play_games, summarize
+        from amn.report import student_actor
+
+        step = counters["agent_steps"]
+        with (run_dir / "evaluations.jsonl").open("a") as f:
+            for g, expert in enumerate(experts):
+                returns = play_games(student_actor(student, g, expert.action_set), games[g], cfg.eval_episodes,
+                                     epsilon=cfg.eval_epsilon, sticky=cfg.eval_sticky, seed=cfg.seed + step,
+                                     max_frames=cfg.eval_max_frames, progress=False)
+                s = summarize(returns)
+                writer.add_scalar(f"{games[g]}/eval_return", s["mean"], step)
+                f.write(json.dumps({"agent_steps": step, "frames": 4 * step, "game": games[g],
+                                    "return_mean": s["mean"], "return_std": s["std"],
+                                    "episodes": s["episodes"], "returns": s["returns"]}) + "\n")
+
     # ---- loop -----------------------------------------------------------------------
     per_lockstep = cfg.agent_steps_per_lockstep
+    started = time.monotonic()
+    evaluated_at = counters["agent_steps"] // cfg.eval_every_agent_steps if cfg.eval_every_agent_steps else 0
     last_ckpt = last_log_time = time.monotonic()
     last_log_steps, last_log_updates = counters["agent_steps"], counters["updates"]
     latest_return = {g: float("nan") for g in games}
@@ -207,9 +233,18 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                 last_log_time, last_log_steps, last_log_updates = now, counters["agent_steps"], counters["updates"]
                 bar.set_postfix({g: f"{r:.0f}" for g, r in latest_return.items()} | {"eps": f"{epsilon:.2f}"},
                                 refresh=False)
+            if cfg.eval_every_agent_steps and counters["agent_steps"] // cfg.eval_every_agent_steps > evaluated_at:
+                evaluated_at = counters["agent_steps"] // cfg.eval_every_agent_steps
+                evaluate_now()
             if time.monotonic() - last_ckpt >= 60 * cfg.checkpoint_minutes:
                 checkpoint()
                 last_ckpt = time.monotonic()
+            if cfg.max_minutes > 0 and time.monotonic() - started >= 60 * cfg.max_minutes:
+                print(f"max_minutes={cfg.max_minutes} reached at agent step {counters['agent_steps']:,}",
+                      file=sys.stderr)
+                break
+        if cfg.eval_every_agent_steps and counters["agent_steps"] % cfg.eval_every_agent_steps:
+            evaluate_now()  # the last point, where the run stopped
     except (KeyboardInterrupt, _Stop):
         status = "interrupted"
     finally:

@@ -76,6 +76,8 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
         f"seed={seed}", f"total_agent_steps={args.agent_steps}",
         f"eval_every_agent_steps={args.eval_every}", f"eval_episodes={args.eval_episodes}",
         f"log_every_agent_steps={args.log_every}", f"max_minutes={args.minutes_per_run}",
+        "normaliser_diagnostics=true",
+        *args.set,
     ]
     cfg = load_config(ROOT / "configs" / "default.yaml", overrides)
     status = "ok"
@@ -178,6 +180,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=[label(l, n) for l, n in VARIANTS])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "pong_study")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config overrides for every run (as amn train-student --set)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
 

@@ -189,3 +189,14 @@ def test_bad_inputs_raise_one_clear_error(logits, mask, message):
 def test_unknown_method():
     with pytest.raises(ValueError, match="choose one of: guarded, naive, authors"):
         cc_log_normaliser(torch.zeros(1, 3), method="exact")
+
+
+def test_authors_fallback_rows_do_not_poison_the_gradient():
+    # A NaN in a discarded row must not reach the gradient (torch.where would leak it).
+    logits = torch.tensor([[1.0, 1.0, 2.0, 2.0, -1.0, -1.0], [0.1, -0.4, 0.9, 0.3, 0.0, -0.2],
+                           [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]], requires_grad=True)
+    target = torch.full((3, 6), 1 / 6)
+    loss, diagnostics = cc_loss(logits, target, torch.ones(3, 6, dtype=torch.bool), normaliser="authors")
+    loss.sum().backward()
+    assert diagnostics["fallback_rows"] == 2 and diagnostics["nonfinite_rows"] >= 2
+    assert torch.isfinite(loss).all() and torch.isfinite(logits.grad).all()

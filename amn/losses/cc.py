@@ -317,14 +317,22 @@ def cc_loss(
     diagnostics: dict[str, int] = {}
     log_lam = torch.log_softmax(logits.masked_fill(~mask, -math.inf), -1)
     ce = -(target * log_lam.masked_fill(~mask, 0.0)).sum(-1)
-    log_c = cc_log_normaliser(logits, method=normaliser, mask=mask, diagnostics=diagnostics)
-    loss = ce - log_c
-    fallback = dropped = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-    if normaliser == "authors":
+    if normaliser != "authors":
+        loss = ce - cc_log_normaliser(logits, method=normaliser, mask=mask, diagnostics=diagnostics)
+        fallback = dropped = torch.zeros_like(ce, dtype=torch.bool)
+    else:
         mean = _authors_cc_mean(logits.detach(), mask)
         fallback = (torch.isnan(mean) | (mean <= 0)).any(-1)
         dropped = ~fallback & ~torch.isfinite(mean).all(-1)
-        loss = torch.where(fallback, ce, torch.where(dropped, torch.zeros_like(loss), loss))
+        with torch.no_grad():  # the counts cover every row, the loss only the kept ones
+            cc_log_normaliser(logits.detach(), method="authors", mask=mask, diagnostics=diagnostics)
+        # Like the authors' boolean indexing: a discarded row never enters the CC graph, so its
+        # NaN cannot leak into the gradient.
+        loss = torch.where(fallback, ce, torch.zeros_like(ce))
+        keep = (~fallback & ~dropped).nonzero().squeeze(-1)
+        if keep.numel():
+            log_c = cc_log_normaliser(logits[keep], method="authors", mask=mask[keep])
+            loss = loss.index_put((keep,), ce[keep] - log_c)
     _add(diagnostics, fallback_rows=int(fallback.sum()), dropped_rows=int(dropped.sum()))
     return loss, diagnostics
 
