@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"amn: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # training checkpoints on its own; elsewhere there is nothing to save
+        print("amn: interrupted", file=sys.stderr)
+        return 130
     return int(result or 0)
 
 
