@@ -42,7 +42,7 @@ def action_mask(action_set: list[int]) -> torch.Tensor:
 class GameSlot:
     """Everything about one game during collection."""
 
-    index: int
+    index: int  # into cfg.games (a distributed rank steps only some games)
     game: str
     expert: object  # experts.Expert
     env: object  # ale_py AtariVectorEnv
@@ -56,13 +56,13 @@ class GameSlot:
     returns: list[float] = field(default_factory=list)  # finished full-game returns
 
 
-def load_experts(cfg: TrainConfig) -> list:
-    """Load each game's expert; one clear line if one is missing or is for another game."""
+def load_experts(cfg: TrainConfig, indices: list[int] | None = None) -> list:
+    """Load each game's expert (only games ``indices``, if given); one clear line if one is missing or wrong."""
     from amn.cli import UsageError
     from experts import load_expert
 
     out = []
-    for g in cfg.games:
+    for g in (cfg.games if indices is None else [cfg.games[i] for i in indices]):
         try:
             expert = load_expert(g.expert, game=g.game)
         except (FileNotFoundError, ValueError) as err:
@@ -76,21 +76,27 @@ def load_experts(cfg: TrainConfig) -> list:
 class Collector:
     """Steps every game's envs in lockstep with the student acting, filling the replays."""
 
-    def __init__(self, cfg: TrainConfig, experts: list, replays: list[GameReplay], *, seed: int):
+    def __init__(self, cfg: TrainConfig, experts: list, replays: list[GameReplay], *, seed: int,
+                 game_indices: list[int] | None = None):
+        """``game_indices``: the games (indices into ``cfg.games``) this process steps, default all;
+        a distributed rank passes its shard. ``experts``/``replays`` follow that order."""
         self.cfg = cfg
         self.n = cfg.envs_per_game
         settings = EnvSettings(sticky=cfg.sticky, noop_max=cfg.noop_max)
         self.slots: list[GameSlot] = []
-        for i, (g, expert, replay) in enumerate(zip(cfg.games, experts, replays)):
+        game_indices = list(range(cfg.num_games)) if game_indices is None else list(game_indices)
+        for i, expert, replay in zip(game_indices, experts, replays):
+            g = cfg.games[i]
             action_set = np.asarray(expert.action_set, dtype=np.int64)
             full_to_env = np.full(NUM_OUTPUTS, -1, dtype=np.int64)
             full_to_env[action_set] = np.arange(len(action_set))
             env = make_atari_vec(g.game, self.n, settings=settings, num_threads=1)
             self.slots.append(GameSlot(i, g.game, expert, env, replay, action_set, full_to_env,
                                        GameTracker(self.n)))
-        self.game_ids = torch.arange(len(self.slots)).repeat_interleave(self.n)  # long [G*n]
+        # Global game indices: they pick the student's head and seed the envs (seed + 1000 * index).
+        self.game_ids = torch.tensor(game_indices).repeat_interleave(self.n)  # long [G*n]
         self.masks = torch.stack([action_mask(s.action_set.tolist()) for s in self.slots])  # [G, 18]
-        self.row_masks = self.masks[self.game_ids]  # bool [G*n, 18]
+        self.row_masks = self.masks.repeat_interleave(self.n, dim=0)  # bool [G*n, 18]
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
