@@ -13,6 +13,9 @@ Read top to bottom like CleanRL's ``dqn_atari.py``:
 
 A non-finite loss or gradient stops the run at once with :class:`NonFiniteLoss`,
 naming the step and game, before anything is written: the last good checkpoint stays.
+
+Under ``torchrun`` (``amn/distributed.py``) every rank runs this same loop on its shard of
+the games; the few places where ranks must agree are marked "Distributed:".
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from amn import distributed
 from amn.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from amn.cli import UsageError
 from amn.collect import Collector, load_experts
@@ -54,6 +58,107 @@ def make_loss(cfg: TrainConfig):
 
 class _Stop(Exception):
     """SIGTERM, turned into an exception so the loop checkpoints on the way out."""
+
+
+class StudentAndProjections(nn.Module):
+    """The trained modules behind one ``forward``, so DistributedDataParallel sees every parameter's use."""
+
+    def __init__(self, student: Student, projections: nn.ModuleList):
+        super().__init__()
+        self.student = student
+        self.projections = projections
+
+    def forward(self, obs: torch.Tensor, game_ids: torch.Tensor,
+                games: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``obs`` uint8 ``[len(games)*B, 4, 84, 84]``, ``B`` rows per game in ``games`` order ->
+        logits ``[len(games)*B, 18]`` and, with feature regression, each game's projected
+        student features ``[B, 512]`` (else ``[]``)."""
+        h = self.student.features(obs)  # [len(games)*B, 512]
+        logits = self.student.head(h, game_ids)
+        if len(self.projections) == 0:
+            return logits, []
+        B = len(obs) // len(games)
+        return logits, [self.projections[g](h[i * B:(i + 1) * B]) for i, g in enumerate(games)]
+
+
+class Learner:
+    """The gradient step: one update on ``B`` samples from each of this process's games.
+
+    ``games`` are indices into ``cfg.games`` (all of them in one process, a rank's shard under
+    torchrun), in the order of the batches given to :meth:`update`. Distributed, the modules are
+    wrapped in DistributedDataParallel, whose backward averages the gradients over ranks; each
+    rank's loss is scaled by :func:`amn.distributed.loss_scale`, so the average is the
+    single-process gradient: the mean over all games.
+    """
+
+    def __init__(self, cfg: TrainConfig, student: Student, projections: nn.ModuleList, params: list,
+                 optimizer: torch.optim.Optimizer, loss_fn, games: list[int], masks: torch.Tensor, stats: Scalars):
+        self.cfg, self.params, self.optimizer, self.loss_fn, self.stats = cfg, params, optimizer, loss_fn, stats
+        self.games = list(games)
+        self.names = [g.game for g in cfg.games]
+        B = cfg.batch_per_game
+        self.batch_game_ids = torch.tensor(self.games).repeat_interleave(B)  # long [G*B]
+        self.batch_masks = masks.repeat_interleave(B, dim=0)  # bool [G*B, 18]: masks is [G, 18], in games order
+        self.net: nn.Module = StudentAndProjections(student, projections)
+        ddp = distributed.current()
+        self.loss_scale = distributed.loss_scale(len(self.games), cfg.num_games, ddp.world_size)
+        if ddp.enabled:
+            # Distributed: a rank uses only its own games' projections; the others' are unused here.
+            self.net = nn.parallel.DistributedDataParallel(self.net, find_unused_parameters=cfg.feature_regression)
+
+    def update(self, batches: list[dict[str, torch.Tensor]], step: int) -> None:
+        """One gradient step on ``batches`` (one replay sample per game of ``self.games``)."""
+        cfg, stats, names, B = self.cfg, self.stats, self.names, self.cfg.batch_per_game
+        obs = torch.cat([b["obs"] for b in batches])  # uint8 [G*B, 4, 84, 84]
+        logits, projected = self.net(obs, self.batch_game_ids, self.games)  # [G*B, 18], G x [B, 512]
+        policy_losses, feature_losses = [], []
+        problem = None
+        for i, (g, batch) in enumerate(zip(self.games, batches)):
+            rows = slice(i * B, (i + 1) * B)
+            z, mask = logits[rows], self.batch_masks[rows]
+            if not torch.isfinite(z[mask]).all():
+                problem = f"student logits are NaN/inf at agent step {step} in {names[g]}"
+                break
+            out = self.loss_fn(z, batch["target"], mask, batch.get("values"))
+            loss_g = out.loss.mean()
+            if not torch.isfinite(loss_g):
+                problem = (f"non-finite policy-regression loss ({loss_g.item()}) at agent step {step} "
+                           f"in {names[g]} (loss {cfg.loss})")
+                break
+            policy_losses.append(loss_g)
+            stats.mean(f"{names[g]}/policy_regression_loss", loss_g.item())
+            if cfg.normaliser_diagnostics and "ill_conditioned_rows" not in out.diagnostics:
+                extra: dict[str, int] = {}
+                with torch.no_grad():
+                    cc_log_normaliser(z.detach(), mask=mask, diagnostics=extra)
+                out.diagnostics["ill_conditioned_rows"] = extra["ill_conditioned_rows"]
+            for key, count in out.diagnostics.items():
+                stats.total(f"{names[g]}/loss_diag/{key}", float(count))
+            with torch.no_grad():
+                stats.mean(f"{names[g]}/student_entropy",
+                           entropy(torch.softmax(masked_logits(z, mask), -1)).mean().item())
+                stats.mean(f"{names[g]}/target_entropy", entropy(batch["target"]).mean().item())
+            if cfg.feature_regression:
+                fr = (projected[i] - batch["features"]).pow(2).sum(-1).mean()
+                feature_losses.append(fr)
+                stats.mean(f"{names[g]}/feature_regression_loss", fr.item())
+        # Distributed: every rank stops here together, before the backward's all-reduce would wait forever.
+        if distributed.any_rank(problem is not None):
+            raise NonFiniteLoss(problem or f"non-finite loss on another rank at agent step {step}")
+        loss = torch.stack(policy_losses).mean()
+        if feature_losses:
+            loss = loss + cfg.feature_beta * torch.stack(feature_losses).mean()
+        if self.loss_scale != 1.0:  # only when games are split unevenly across ranks
+            loss = loss * self.loss_scale
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # distributed: gradients averaged over ranks when this returns
+        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        if not torch.isfinite(grad_norm):  # the same on every rank: the gradients are
+            raise NonFiniteLoss(f"non-finite gradient norm at agent step {step} "
+                                f"(games {', '.join(names[g] for g in self.games)})")
+        self.optimizer.step()
+        stats.mean("train/loss", loss.item())
+        stats.mean("train/grad_norm", grad_norm.item())
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bool = True,
