@@ -6,6 +6,11 @@ continues the same schedule (ε is a function of the step counters). The replay
 memories are *not* saved (100k frames per game is ~700 MB); after a resume they
 are refilled by acting, and updates wait until every replay again holds
 ``learning_starts_per_game`` transitions.
+
+A distributed run (``amn/distributed.py``) writes the same format from rank 0: the
+unwrapped student (no DDP ``module.`` prefix), so either kind of run loads either
+kind of checkpoint, plus ``rng_per_rank`` (every rank's RNG states) for ``--resume``
+with the same number of processes.
 """
 
 from __future__ import annotations

@@ -6,11 +6,27 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amn.cli import UsageError
 
+if TYPE_CHECKING:
+    from amn.distributed import DistInfo
+
 
 def _train(args: argparse.Namespace) -> int:
+    from amn import distributed
+
+    # Under torchrun (WORLD_SIZE > 1) join the process group; a plain run stays single-process.
+    ddp = distributed.init_from_env()
+    try:
+        return _train_in(args, ddp)
+    finally:
+        distributed.shutdown()
+
+
+def _train_in(args: argparse.Namespace, ddp: DistInfo) -> int:
+    from amn import distributed
     from amn.config import load_config
     from amn.trainer import NonFiniteLoss, load_run_config, train
 
@@ -25,15 +41,18 @@ def _train(args: argparse.Namespace) -> int:
             raise UsageError("train-student needs --config configs/NAME.yaml (or --resume --run-dir DIR)")
         cfg = load_config(args.config, args.set)
         run_dir = args.run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(distributed.all_gather(str(run_dir))[0])  # distributed: rank 0's timestamp for all
     try:
         summary = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress,
                         evaluate=not args.no_eval)
     except NonFiniteLoss as err:
-        print(f"amn: training stopped: {err}; the last good checkpoint in {run_dir} is kept", file=sys.stderr)
+        rank = f"[rank {ddp.rank}] " if ddp.enabled else ""  # the rank that saw it names the game
+        print(f"amn: {rank}training stopped: {err}; the last good checkpoint in {run_dir} is kept", file=sys.stderr)
         return 1
-    if summary["status"] == "interrupted":
+    if summary["status"] == "interrupted" and ddp.is_main:
         print(f"interrupted at {summary['agent_steps']:,} agent steps; checkpoint saved. Continue with:\n"
               f"  amn train-student --run-dir {run_dir} --resume", file=sys.stderr)
+    if summary["status"] == "interrupted":
         return 130
     return 0
 

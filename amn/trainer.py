@@ -15,7 +15,8 @@ A non-finite loss or gradient stops the run at once with :class:`NonFiniteLoss`,
 naming the step and game, before anything is written: the last good checkpoint stays.
 
 Under ``torchrun`` (``amn/distributed.py``) every rank runs this same loop on its shard of
-the games; the few places where ranks must agree are marked "Distributed:".
+the games, and :class:`Learner` (the update) wraps the student in DistributedDataParallel;
+the few places where ranks must agree are marked "Distributed:".
 """
 
 from __future__ import annotations
@@ -180,12 +181,16 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     loss_fn = make_loss(cfg)
-    experts = load_experts(cfg)
+    # One process: every game. Distributed (torchrun): this rank's shard; rank 0 alone writes files.
+    ddp = distributed.current()
+    local = distributed.shard_games(cfg.num_games, ddp.rank, ddp.world_size)  # indices into cfg.games
+    experts = load_experts(cfg, local)  # in `local` order, like the replays and the collector's games
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    print(f"run dir: {run_dir}", file=sys.stderr)
+    if ddp.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        print(f"run dir: {run_dir}" + (f" ({ddp.world_size} processes)" if ddp.enabled else ""), file=sys.stderr)
     G, B = cfg.num_games, cfg.batch_per_game
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same student init on every rank (DDP also broadcasts rank 0's)
     student = Student(G, per_game_heads=cfg.per_game_heads)
     # Feature regression: one linear map per game from the student's 512 features to the expert's.
     projections = nn.ModuleList(nn.Linear(FEATURE_DIM, FEATURE_DIM) for _ in range(G)) \
@@ -194,7 +199,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     # fused: one kernel for all parameters, measured 33 ms -> 5 ms per step here (1 thread).
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
                                  fused=True)
-    rng = np.random.default_rng(cfg.seed)
+    # Acting and replay sampling: each rank its own stream (rank 0's is the single-process one).
+    rng = np.random.default_rng(cfg.seed + 1_000_003 * ddp.rank)
     counters = {"lockstep_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "resumes": 0}
     if ckpt is not None:
         try:
@@ -206,73 +212,34 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                              f"changed?): {str(err).splitlines()[0]}") from None
         counters.update(ckpt["counters"])
         counters["resumes"] += 1
-        restore_rng(rng, ckpt["rng"])
+        # Distributed checkpoints keep every rank's RNG: with the same world size each rank continues
+        # its own streams; with another one rank 0 takes the first and the others start fresh.
+        rng_states = ckpt.get("rng_per_rank", [ckpt["rng"]])
+        if len(rng_states) == ddp.world_size:
+            restore_rng(rng, rng_states[ddp.rank])
+        elif ddp.is_main:
+            restore_rng(rng, rng_states[0])
 
     replays = [GameReplay(cfg.replay_capacity_per_game, cfg.envs_per_game,
                           store_values=loss_fn.needs_expert_values,
-                          feature_dim=FEATURE_DIM if cfg.feature_regression else 0) for _ in range(G)]
+                          feature_dim=FEATURE_DIM if cfg.feature_regression else 0) for _ in local]
     # Fresh games after a resume, so a resumed run does not replay the same episodes.
-    collector = Collector(cfg, experts, replays, seed=cfg.seed + 7919 * counters["resumes"])
-    masks = collector.masks  # bool [G, 18]
-    batch_game_ids = torch.arange(G).repeat_interleave(B)  # long [G*B]
-    batch_masks = masks[batch_game_ids]
+    collector = Collector(cfg, experts, replays, seed=cfg.seed + 7919 * counters["resumes"], game_indices=local)
     games = [g.game for g in cfg.games]
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=counters["agent_steps"] or None)
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=counters["agent_steps"] or None) if ddp.is_main else None
     stats = Scalars()
+    learner = Learner(cfg, student, projections, params, optimizer, loss_fn, local, collector.masks, stats)
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, {
+        # The unwrapped modules' state dicts (no DDP "module." prefix): loadable in either mode.
+        payload = {
             "config": cfg.to_dict(), "student": student.state_dict(), "projections": projections.state_dict(),
             "optimizer": optimizer.state_dict(), "counters": dict(counters), "rng": rng_state(rng),
-        })
-
-    def update() -> None:
-        """One gradient step on ``B`` samples from every game's replay."""
-        step = counters["agent_steps"]
-        batches = [r.sample(B, rng) for r in replays]
-        obs = torch.cat([b["obs"] for b in batches])  # uint8 [G*B, 4, 84, 84]
-        h = student.features(obs)  # [G*B, 512]
-        logits = student.head(h, batch_game_ids)  # [G*B, 18]
-        policy_losses, feature_losses = [], []
-        for g, batch in enumerate(batches):
-            rows = slice(g * B, (g + 1) * B)
-            z, mask = logits[rows], batch_masks[rows]
-            if not torch.isfinite(z[mask]).all():
-                raise NonFiniteLoss(f"student logits are NaN/inf at agent step {step} in {games[g]}")
-            out = loss_fn(z, batch["target"], mask, batch.get("values"))
-            loss_g = out.loss.mean()
-            if not torch.isfinite(loss_g):
-                raise NonFiniteLoss(f"non-finite policy-regression loss ({loss_g.item()}) at agent step {step} "
-                                    f"in {games[g]} (loss {cfg.loss})")
-            policy_losses.append(loss_g)
-            stats.mean(f"{games[g]}/policy_regression_loss", loss_g.item())
-            if cfg.normaliser_diagnostics and "ill_conditioned_rows" not in out.diagnostics:
-                extra: dict[str, int] = {}
-                with torch.no_grad():
-                    cc_log_normaliser(z.detach(), mask=mask, diagnostics=extra)
-                out.diagnostics["ill_conditioned_rows"] = extra["ill_conditioned_rows"]
-            for key, count in out.diagnostics.items():
-                stats.total(f"{games[g]}/loss_diag/{key}", float(count))
-            with torch.no_grad():
-                stats.mean(f"{games[g]}/student_entropy",
-                           entropy(torch.softmax(masked_logits(z, mask), -1)).mean().item())
-                stats.mean(f"{games[g]}/target_entropy", entropy(batch["target"]).mean().item())
-            if cfg.feature_regression:
-                fr = (projections[g](h[rows]) - batch["features"]).pow(2).sum(-1).mean()
-                feature_losses.append(fr)
-                stats.mean(f"{games[g]}/feature_regression_loss", fr.item())
-        loss = torch.stack(policy_losses).mean()
-        if feature_losses:
-            loss = loss + cfg.feature_beta * torch.stack(feature_losses).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteLoss(f"non-finite gradient norm at agent step {step} (games {', '.join(games)})")
-        optimizer.step()
-        counters["updates"] += 1
-        stats.mean("train/loss", loss.item())
-        stats.mean("train/grad_norm", grad_norm.item())
+        }
+        if ddp.enabled:  # a collective: every rank calls checkpoint() at the same step
+            payload["rng_per_rank"] = distributed.all_gather(payload["rng"])
+        if ddp.is_main:
+            save_checkpoint(ckpt_path, payload)
 
     def evaluate_now() -> None:
         """Full games with the current student: TensorBoard and <run>/evaluations.jsonl."""
@@ -280,18 +247,24 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
         from amn.report import student_actor
 
         step = counters["agent_steps"]
+        results = []  # (game index, summary); distributed: each rank plays its own games, rank 0 writes all
+        for g, expert in zip(local, experts):
+            returns = play_games(student_actor(student, g, expert.action_set), games[g], cfg.eval_episodes,
+                                 epsilon=cfg.eval_epsilon, sticky=cfg.eval_sticky, seed=cfg.seed + step,
+                                 max_frames=cfg.eval_max_frames, progress=False)
+            results.append((g, summarize(returns)))
+        results = sorted((r for part in distributed.all_gather(results) for r in part), key=lambda r: r[0])
+        if not ddp.is_main:
+            return
         with (run_dir / "evaluations.jsonl").open("a") as f:
-            for g, expert in enumerate(experts):
-                returns = play_games(student_actor(student, g, expert.action_set), games[g], cfg.eval_episodes,
-                                     epsilon=cfg.eval_epsilon, sticky=cfg.eval_sticky, seed=cfg.seed + step,
-                                     max_frames=cfg.eval_max_frames, progress=False)
-                s = summarize(returns)
+            for g, s in results:
                 writer.add_scalar(f"{games[g]}/eval_return", s["mean"], step)
                 f.write(json.dumps({"agent_steps": step, "frames": 4 * step, "game": games[g],
                                     "return_mean": s["mean"], "return_std": s["std"],
                                     "episodes": s["episodes"], "returns": s["returns"]}) + "\n")
 
     # ---- loop -----------------------------------------------------------------------
+    # Summed over all games, so also over all ranks: every rank steps its games once per lockstep step.
     per_lockstep = cfg.agent_steps_per_lockstep
     started = time.monotonic()
     evaluated_at = counters["agent_steps"] // cfg.eval_every_agent_steps if cfg.eval_every_agent_steps else 0
@@ -299,19 +272,28 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     last_log_steps, last_log_updates = counters["agent_steps"], counters["updates"]
     latest_return = {g: float("nan") for g in games}
     status = "finished"
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    previous_sigterm, previous_sigint = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    stop_requested = False
 
     def on_sigterm(signum, frame):
-        raise _Stop()
+        nonlocal stop_requested
+        if not ddp.enabled:
+            raise _Stop()
+        # Distributed: raising here could leave the other ranks waiting in a collective; instead
+        # every rank stops at the end of the same lockstep step (see "agree" below).
+        stop_requested = True
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    if ddp.enabled:  # Ctrl-C reaches every rank at a different point of the loop: same treatment
+        signal.signal(signal.SIGINT, on_sigterm)
     bar = tqdm(total=cfg.total_agent_steps, initial=counters["agent_steps"], unit="step", unit_scale=True,
-               dynamic_ncols=True, disable=not progress, desc=cfg.name, mininterval=1.0)
+               dynamic_ncols=True, disable=not progress or not ddp.is_main, desc=cfg.name, mininterval=1.0)
     try:
         while counters["agent_steps"] < cfg.total_agent_steps:
             steps_per_game = counters["agent_steps"] // G
             epsilon = cfg.epsilon_at(steps_per_game)
-            for g, ret, length in collector.step(student, epsilon, rng):
+            finished = collector.step(student, epsilon, rng)
+            for g, ret, length in finished:
                 counters["episodes"] += 1
                 latest_return[games[g]] = ret
                 stats.mean(f"{games[g]}/episode_return", ret)
@@ -325,7 +307,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
             due = new_steps_per_game // cfg.train_every_per_game - steps_per_game // cfg.train_every_per_game
             if all(len(r) >= cfg.learning_starts_per_game for r in replays):
                 for _ in range(due):
-                    update()
+                    learner.update([r.sample(B, rng) for r in replays], counters["agent_steps"])
+                    counters["updates"] += 1
 
             if counters["agent_steps"] - last_log_steps >= cfg.log_every_agent_steps:
                 now = time.monotonic()
@@ -334,17 +317,31 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                 stats.mean("train/updates", counters["updates"])
                 stats.mean("perf/agent_steps_per_s", (counters["agent_steps"] - last_log_steps) / (now - last_log_time))
                 stats.mean("perf/updates_per_s", (counters["updates"] - last_log_updates) / (now - last_log_time))
-                stats.flush(writer, counters["agent_steps"])
+                distributed.merge_scalars(stats)  # distributed: every rank's games into rank 0's stats
+                if ddp.is_main:
+                    stats.flush(writer, counters["agent_steps"])
                 last_log_time, last_log_steps, last_log_updates = now, counters["agent_steps"], counters["updates"]
                 bar.set_postfix({g: f"{r:.0f}" for g, r in latest_return.items()} | {"eps": f"{epsilon:.2f}"},
                                 refresh=False)
             if cfg.eval_every_agent_steps and counters["agent_steps"] // cfg.eval_every_agent_steps > evaluated_at:
                 evaluated_at = counters["agent_steps"] // cfg.eval_every_agent_steps
                 evaluate_now()
-            if time.monotonic() - last_ckpt >= 60 * cfg.checkpoint_minutes:
+            checkpoint_due = time.monotonic() - last_ckpt >= 60 * cfg.checkpoint_minutes
+            out_of_time = cfg.max_minutes > 0 and time.monotonic() - started >= 60 * cfg.max_minutes
+            if ddp.enabled:
+                # Distributed: agree, so every rank takes the same branches at this step: rank 0's
+                # clock decides checkpoints and the time limit, a signal on any rank stops all,
+                # and the episode counter becomes the sum over all games. One small all-reduce.
+                all_episodes, stops, checkpoint_due, out_of_time = distributed.all_reduce_sum(
+                    [len(finished), int(stop_requested), int(checkpoint_due and ddp.is_main),
+                     int(out_of_time and ddp.is_main)])
+                counters["episodes"] += all_episodes - len(finished)
+                if stops:
+                    raise _Stop()
+            if checkpoint_due:
                 checkpoint()
                 last_ckpt = time.monotonic()
-            if cfg.max_minutes > 0 and time.monotonic() - started >= 60 * cfg.max_minutes:
+            if out_of_time:
                 print(f"max_minutes={cfg.max_minutes} reached at agent step {counters['agent_steps']:,}",
                       file=sys.stderr)
                 break
@@ -354,14 +351,20 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
         status = "interrupted"
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+        if ddp.enabled:
+            signal.signal(signal.SIGINT, previous_sigint)
         bar.close()
         collector.close()
-        writer.flush()
-        writer.close()
+        if writer is not None:
+            writer.flush()
+            writer.close()
     # Only reached without NonFiniteLoss: a diverged student is never written over the last good one.
+    if ddp.enabled:
+        record_ranks(run_dir, ddp, cfg, student, projections)
     checkpoint()
+    distributed.barrier()  # no rank exits (and makes torchrun stop the others) before the file is written
     summary: dict[str, Any] = {"status": status, "run_dir": str(run_dir), **counters, "evaluation": None}
-    if status == "finished" and evaluate:
+    if status == "finished" and evaluate and ddp.is_main:
         from amn.report import evaluate_run, format_table
 
         summary["evaluation"] = evaluate_run(run_dir, episodes=cfg.eval_episodes, epsilon=cfg.eval_epsilon,
@@ -369,6 +372,26 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                                              progress=progress)
         print(format_table(summary["evaluation"]))
     return summary
+
+
+def record_ranks(run_dir: Path, ddp: distributed.DistInfo, cfg: TrainConfig, student: Student,
+                 projections: nn.ModuleList) -> None:
+    """Distributed: ``<run>/distributed.json`` (written by rank 0) says which rank had which games and
+    every rank's parameter hash: DDP keeps the replicas identical, so the hashes must all be equal."""
+    state = {**{f"student.{k}": v for k, v in student.state_dict().items()},
+             **{f"projections.{k}": v for k, v in projections.state_dict().items()}}
+    hashes = distributed.all_gather(distributed.state_hash(state))
+    if not ddp.is_main:
+        return
+    shards = [[cfg.games[g].game for g in distributed.shard_games(cfg.num_games, r, ddp.world_size)]
+              for r in range(ddp.world_size)]
+    in_sync = len(set(hashes)) == 1
+    (run_dir / "distributed.json").write_text(json.dumps(
+        {"world_size": ddp.world_size, "games_per_rank": shards, "parameter_sha256_per_rank": hashes,
+         "in_sync": in_sync}, indent=1) + "\n")
+    if not in_sync:
+        print(f"amn: warning: the ranks' parameters differ at the end of training ({run_dir}/distributed.json)",
+              file=sys.stderr)
 
 
 def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> TrainConfig:

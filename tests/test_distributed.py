@@ -1,0 +1,245 @@
+"""Distributed training (torchrun, gloo on CPU): games sharded across ranks, DDP-averaged updates.
+
+1. The update: two spawned processes (gloo, a FileStore) each take one shard of the games'
+   minibatch; their DDP gradient and parameters after one Adam step must equal a single
+   process's on the concatenated minibatch, also for an uneven split (3 games on 2 ranks,
+   with feature regression's per-game projections unused on the other rank). A NaN loss on one
+   rank then stops both with NonFiniteLoss. No ALE needed.
+2. End to end: ``python -m torch.distributed.run --nproc-per-node 2 -m amn train-student`` with
+   the smoke config and two games whose tiny random-init experts are exported here (so the
+   shared zoo expert is not needed): the ranks end with identical parameters; the checkpoint
+   resumes with 2 processes (stopped by SIGTERM, which every rank obeys at the same step) and
+   then in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from amn.cli import UsageError
+from amn.config import GameConfig, TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+def shards_cases():
+    return {
+        "even": dict(games=["Pong", "Breakout"]),
+        "uneven_features_heads": dict(games=["Pong", "Breakout", "Seaquest"], feature_regression=True,
+                                      per_game_heads=True),
+    }
+
+
+def make_config(games: list[str], **fields) -> TrainConfig:
+    return TrainConfig(games=[GameConfig(g, "unused") for g in games], batch_per_game=4, torch_threads=1, **fields)
+
+
+def game_batch(cfg: TrainConfig, g: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A deterministic synthetic replay sample of game ``g`` (same on every process) and its action mask."""
+    from amn.collect import action_mask
+    from experts.atari import minimal_action_set
+
+    gen = torch.Generator().manual_seed(100 + g)
+    B = cfg.batch_per_game
+    mask = action_mask(minimal_action_set(cfg.games[g].game))
+    q = torch.randn(B, 18, generator=gen).masked_fill(~mask, float("-inf"))
+    batch = {"obs": torch.randint(0, 256, (B, 4, 84, 84), generator=gen, dtype=torch.uint8),
+             "target": torch.softmax(q, -1)}
+    if cfg.feature_regression:
+        batch["features"] = torch.randn(B, 512, generator=gen)
+    return batch, mask
+
+
+def one_update(cfg: TrainConfig, games: list[int]):
+    """Build the trainer's modules as ``train`` does, run one update on ``games``' batches.
+
+    Returns ``({"grads": ..., "params": ...}, learner, batches)``."""
+    from torch import nn
+
+    from amn.student import FEATURE_DIM, Student
+    from amn.tb import Scalars
+    from amn.trainer import Learner, make_loss
+
+    torch.manual_seed(cfg.seed)
+    student = Student(cfg.num_games, per_game_heads=cfg.per_game_heads)
+    projections = nn.ModuleList(nn.Linear(FEATURE_DIM, FEATURE_DIM) for _ in range(cfg.num_games)) \
+        if cfg.feature_regression else nn.ModuleList()
+    params = list(student.parameters()) + list(projections.parameters())
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
+    batches, masks = zip(*(game_batch(cfg, g) for g in games))
+    learner = Learner(cfg, student, projections, params, optimizer, make_loss(cfg), games, torch.stack(masks),
+                      Scalars())
+    learner.update(list(batches), step=0)
+    named = {f"student.{k}": p for k, p in student.named_parameters()}
+    named |= {f"projections.{k}": p for k, p in projections.named_parameters()}
+    result = {"grads": {k: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                        for k, p in named.items()},
+              "params": {k: p.detach().clone() for k, p in named.items()}}
+    return result, learner, list(batches)
+
+
+def _rank_worker(rank: int, world_size: int, store_path: str, out_dir: str) -> None:
+    """Spawned: join a 2-process gloo group; for each case update on this rank's shard, save grads and
+    params; then a second update whose loss is NaN on rank 1 only: both ranks must stop, none hang."""
+    import torch.distributed as dist
+
+    from amn import distributed
+    from amn.trainer import NonFiniteLoss
+
+    torch.set_num_threads(1)
+    store = dist.FileStore(store_path, world_size)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size)
+    try:
+        for case, fields in shards_cases().items():
+            cfg = make_config(**fields)
+            result, learner, batches = one_update(cfg, distributed.shard_games(cfg.num_games, rank, world_size))
+            if rank == 1:  # the loss diverges on this rank only
+                loss_fn = learner.loss_fn
+
+                def poisoned(*args, loss_fn=loss_fn):
+                    out = loss_fn(*args)
+                    out.loss = out.loss * float("nan")
+                    return out
+
+                learner.loss_fn = poisoned
+            try:
+                learner.update(batches, step=4)
+                result["second_update"] = "no error"
+            except NonFiniteLoss as err:
+                result["second_update"] = str(err)
+            torch.save(result, Path(out_dir) / f"rank{rank}-{case}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_update_equals_single_process_update(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    for case, fields in shards_cases().items():
+        cfg = make_config(**fields)
+        single = one_update(cfg, list(range(cfg.num_games)))[0]
+        ranks = [torch.load(tmp_path / f"rank{r}-{case}.pt") for r in range(2)]
+        # A NaN on one rank stopped both (join would have hung otherwise), naming step and game there.
+        assert "non-finite policy-regression loss" in ranks[1]["second_update"]
+        assert "agent step 4 in Breakout" in ranks[1]["second_update"]
+        assert ranks[0]["second_update"] == "non-finite loss on another rank at agent step 4"
+        for name, grad in single["grads"].items():
+            for r, result in enumerate(ranks):
+                torch.testing.assert_close(result["grads"][name], grad, rtol=1e-4, atol=1e-7,
+                                           msg=lambda m: f"{case}: rank {r} gradient of {name}: {m}")
+                torch.testing.assert_close(result["params"][name], single["params"][name], rtol=0, atol=1e-6,
+                                           msg=lambda m: f"{case}: rank {r} parameter {name} after the step: {m}")
+        assert any(g.abs().sum() > 0 for g in single["grads"].values())
+
+
+def test_shards_cover_every_game_once_and_too_many_ranks_is_refused():
+    from amn.distributed import loss_scale, shard_games
+
+    for games, world in [(2, 2), (3, 2), (8, 3), (5, 5)]:
+        shards = [shard_games(games, r, world) for r in range(world)]
+        assert sorted(g for s in shards for g in s) == list(range(games))
+        # DDP averages over ranks: the scaled per-rank means must weigh every game 1/games.
+        weights = [loss_scale(len(s), games, world) / len(s) / world for s in shards]
+        assert all(abs(w - 1 / games) < 1e-12 for w in weights)
+    with pytest.raises(UsageError, match="2 processes but only 1 games"):
+        shard_games(1, 0, 2)
+
+
+# ---- end to end with torchrun --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_experts(tmp_path_factory) -> dict[str, Path]:
+    """Random-init experts in the project's own format: they only need to play their own game."""
+    from experts import Expert, export_expert
+    from experts.atari import minimal_action_set
+    from experts.network import ExpertNetwork
+
+    out = tmp_path_factory.mktemp("experts")
+    paths = {}
+    for game in ("Pong", "Breakout"):
+        torch.manual_seed(0)
+        expert = Expert(ExpertNetwork(len(minimal_action_set(game))), game, "dqn")
+        paths[game] = export_expert(expert, f"{game.lower()}_tiny", out_dir=out, command="pytest")
+    return paths
+
+
+def torchrun(run_dir: Path, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "amn", "train-student", "--run-dir", str(run_dir),
+           "--no-progress", "--no-eval", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+
+
+def tiny_sets(experts: dict[str, Path], total: int) -> list[str]:
+    games = ", ".join(f"{{game: {g}, expert: {p}}}" for g, p in experts.items())
+    sets = [f"games=[{games}]", f"total_agent_steps={total}", "learning_starts_per_game=100",
+            "replay_capacity_per_game=1000", "log_every_agent_steps=100"]
+    return [a for s in sets for a in ("--set", s)]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_end_to_end_sigterm_and_resume(tmp_path, tiny_experts):
+    from amn.cli import main
+    from amn.distributed import state_hash
+
+    run = tmp_path / "run"
+    proc = torchrun(run, "--config", str(SMOKE), *tiny_sets(tiny_experts, 600))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["counters"]["agent_steps"] == 600 and ckpt["counters"]["lockstep_steps"] == 300
+    assert ckpt["counters"]["updates"] == (300 - 100) // 4 + 1  # one per 4 steps of each game once warm
+    assert not any(k.startswith("module.") for k in ckpt["student"])
+
+    # Both ranks ended with the same parameters, and they are the checkpoint's.
+    record = json.loads((run / "distributed.json").read_text())
+    assert record["games_per_rank"] == [["Pong"], ["Breakout"]]
+    hashes = record["parameter_sha256_per_rank"]
+    state = {**{f"student.{k}": v for k, v in ckpt["student"].items()},
+             **{f"projections.{k}": v for k, v in ckpt["projections"].items()}}
+    assert hashes[0] == hashes[1] == state_hash(state)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    assert {"Pong/policy_regression_loss", "Breakout/policy_regression_loss", "train/loss"} <= set(
+        acc.Tags()["scalars"])  # rank 1's game reaches rank 0's TensorBoard
+
+    # --resume with the same world size, then SIGTERM (torchrun forwards it to every rank): all ranks
+    # stop at the same lockstep step and rank 0 checkpoints; nobody waits forever in a collective.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "amn", "train-student", "--run-dir", str(run), "--resume", "--no-progress",
+           "--set", "total_agent_steps=100000", "--set", "checkpoint_minutes=0.02"]
+    resumed = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while torch.load(run / "checkpoint.pt", weights_only=False)["counters"]["resumes"] == 0:
+            assert time.monotonic() < deadline and resumed.poll() is None, "no checkpoint after --resume in 120 s"
+            time.sleep(0.5)
+        resumed.send_signal(signal.SIGTERM)
+        _, err = resumed.communicate(timeout=90)
+    finally:
+        if resumed.poll() is None:
+            resumed.kill()
+    assert "interrupted at" in err and "checkpoint saved" in err, err[-3000:]
+    assert json.loads((run / "distributed.json").read_text())["in_sync"]
+    counters = torch.load(run / "checkpoint.pt", weights_only=False)["counters"]
+    assert counters["agent_steps"] > 600 and counters["agent_steps"] % 2 == 0 and counters["resumes"] == 1
+
+    # A single process resumes the distributed checkpoint too.
+    target = counters["agent_steps"] + 100
+    assert main(["train-student", "--run-dir", str(run), "--resume", "--no-progress", "--no-eval",
+                 "--set", f"total_agent_steps={target}"]) == 0
+    counters = torch.load(run / "checkpoint.pt", weights_only=False)["counters"]
+    assert counters["agent_steps"] == target and counters["resumes"] == 2
