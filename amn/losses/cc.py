@@ -146,12 +146,16 @@ def _masked_logsumexp(z: Tensor, m: Tensor) -> Tensor:
 # ---------------------------------------------------------------- naive / authors
 
 
-def _closed_form_terms(eta: Tensor, m: Tensor) -> Tensor:
-    """t_k = e^{η_k} / Π_{i≠k, valid} (η_k − η_i) for valid k, 0 elsewhere; ``[N, K]``."""
+def _closed_form_terms(eta: Tensor, m: Tensor, numerator: Tensor | None = None) -> Tensor:
+    """t_k = e^{η_k} / Π_{i≠k, valid} (η_k − η_i) for valid k, 0 elsewhere; ``[N, K]``.
+
+    ``numerator`` replaces e^{η_k} (the authors' code divides λ_k instead).
+    """
     diff = eta.unsqueeze(-1) - eta.unsqueeze(-2)  # [N, k, i] = η_k − η_i
     skip = ~(m.unsqueeze(-1) & m.unsqueeze(-2)) | torch.eye(eta.shape[-1], dtype=torch.bool, device=eta.device)
     denom = diff.masked_fill(skip, 1.0).prod(-1)
-    return torch.where(m, torch.exp(eta) / denom, torch.zeros_like(eta))
+    top = torch.exp(eta) if numerator is None else numerator
+    return torch.where(m, top / denom, torch.zeros_like(eta))
 
 
 def _last_valid(z: Tensor, m: Tensor) -> Tensor:
@@ -175,12 +179,8 @@ def _authors(z: Tensor, m: Tensor) -> Tensor:
     n_free = (k - 1).to(eta.dtype)
     mean = (eta * free).sum(-1, keepdim=True) / n_free
     sd = (((eta - mean) * free) ** 2).sum(-1, keepdim=True).div(n_free).sqrt().detach()
-    scaled = eta / sd
     lam = torch.softmax(eta.masked_fill(~m, -math.inf), -1)
-    diff = scaled.unsqueeze(-1) - scaled.unsqueeze(-2)
-    skip = ~(m.unsqueeze(-1) & m.unsqueeze(-2)) | torch.eye(z.shape[-1], dtype=torch.bool)
-    denom = diff.masked_fill(skip, 1.0).prod(-1)
-    total = torch.where(m, lam / denom, torch.zeros_like(lam)).sum(-1)
+    total = _closed_form_terms(eta / sd, m, numerator=lam).sum(-1)
     log_c = -torch.log(total) + (k.squeeze(-1) - 1).to(eta.dtype) * torch.log(sd.squeeze(-1))
     return log_c.to(z.dtype)
 
