@@ -73,13 +73,18 @@ class TrainConfig:
     batch_per_game: int = 8  # each minibatch holds this many samples of every game
     replay_capacity_per_game: int = 100_000
 
-    # Optimiser: Adam, lr 2.5e-4 as in the Actor-Mimic code, but torch's betas/eps. The Lua
-    # code's β1 = β2 = 0.95, eps = 0.01 stall a per-sample-mean loss: eps 0.01 dwarfs sqrt(v)
-    # (measured: 300 steps on 64 fixed Pong samples, CE 1.794 -> 1.782 with eps 0.01,
-    # 1.790 -> 1.606 with eps 1e-8). Set them to reproduce the Lua optimiser exactly.
+    # Optimiser: Adam, lr 2.5e-4 as in the Actor-Mimic code, torch's betas. eps matters most:
+    # - the Lua code's 0.01 stalls a per-sample-mean loss (eps dwarfs sqrt(v); 300 steps on 64
+    #   fixed Pong samples: CE 1.794 -> 1.782), and after 60k Pong steps the student's logits
+    #   barely depended on the screen (std across states 0.01-0.03);
+    # - 1e-8 makes Adam a sign-like update that killed the student's ReLUs on Pong's nearly
+    #   constant frames (444-459 of 512 features dead, logits identical for every state);
+    # - 3e-4 (≈ 0.01 on a loss summed over ~32 samples, the DQN-lineage convention) kept it alive
+    #   (207 dead) and the student scored -10 within a 20k-frame cap after 30k agent steps.
+    # Set adam_eps=0.01 and adam_betas=[0.95, 0.95] to reproduce the Lua optimiser exactly.
     lr: float = 2.5e-4
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    adam_eps: float = 1e-8
+    adam_eps: float = 3e-4
     max_grad_norm: float = 0.0  # 0 = no clipping (the norm is logged either way)
 
     # Acting: ε-greedy over the student's masked policy.
