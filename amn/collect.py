@@ -10,9 +10,11 @@ Per lockstep step, for G games with n envs each:
    when the loss or feature regression needs them) and the replay stores them;
 4. the step results are received; episode returns and life losses tracked.
 
-Training view of observations: when ``life_loss_boundary`` is on, a life loss
-starts a new frame stack (older frames zeroed), as SB3's ``AtariWrapper`` +
-``VecFrameStack`` showed the experts during their training. The obs returned at
+Training view of observations: the expert labels what it was trained to see. For
+an rl-zoo expert a life loss starts a new frame stack (older frames zeroed), as
+SB3's ``AtariWrapper`` + ``VecFrameStack`` showed it during training; an expert of
+``amn experts train`` saw the stack go on (``Expert.life_loss_restarts_stack``;
+``life_loss_boundary`` in the config overrides it for every game). The obs returned at
 the life-loss step is the first of the new stack, like the obs returned at a
 game-over step (SAME_STEP autoreset) is the first of the next game. Evaluation
 uses the environment's stacks unchanged (full games).
@@ -50,10 +52,11 @@ class GameSlot:
     action_set: np.ndarray  # int64 [A]: full-action index of each minimal action
     full_to_env: np.ndarray  # int64 [18]: minimal index of each full action (-1 if invalid)
     tracker: GameTracker
+    life_loss_restarts_stack: bool  # the training view zeroes the frames before a life loss
     obs: np.ndarray = field(default=None)  # training view, uint8 [n, 4, 84, 84]
     starts: np.ndarray = field(default=None)  # bool [n]: obs starts a stack
     since_start: np.ndarray = field(default=None)  # int [n]: steps since the stack started
-    returns: list[float] = field(default_factory=list)  # finished full-game returns
+    returns: list[tuple[int, float]] = field(default_factory=list)  # (env, raw return) of each finished game
 
 
 def load_experts(cfg: TrainConfig, indices: list[int] | None = None) -> list:
@@ -77,9 +80,10 @@ class Collector:
     """Steps every game's envs in lockstep with the student acting, filling the replays."""
 
     def __init__(self, cfg: TrainConfig, experts: list, replays: list[GameReplay], *, seed: int,
-                 game_indices: list[int] | None = None):
+                 game_indices: list[int] | None = None, device: torch.device = torch.device("cpu")):
         """``game_indices``: the games (indices into ``cfg.games``) this process steps, default all;
-        a distributed rank passes its shard. ``experts``/``replays`` follow that order."""
+        a distributed rank passes its shard. ``experts``/``replays`` follow that order.
+        ``device``: the student's; its forward runs there, everything else on the CPU."""
         self.cfg = cfg
         self.n = cfg.envs_per_game
         settings = EnvSettings(sticky=cfg.sticky, noop_max=cfg.noop_max)
@@ -91,12 +95,14 @@ class Collector:
             full_to_env = np.full(NUM_OUTPUTS, -1, dtype=np.int64)
             full_to_env[action_set] = np.arange(len(action_set))
             env = make_atari_vec(g.game, self.n, settings=settings, num_threads=1)
+            restart = expert.life_loss_restarts_stack if cfg.life_loss_boundary is None else cfg.life_loss_boundary
             self.slots.append(GameSlot(i, g.game, expert, env, replay, action_set, full_to_env,
-                                       GameTracker(self.n)))
+                                       GameTracker(self.n), restart))
+        self.device = device
         # Global game indices: they pick the student's head and seed the envs (seed + 1000 * index).
-        self.game_ids = torch.tensor(game_indices).repeat_interleave(self.n)  # long [G*n]
-        self.masks = torch.stack([action_mask(s.action_set.tolist()) for s in self.slots])  # [G, 18]
-        self.row_masks = self.masks.repeat_interleave(self.n, dim=0)  # bool [G*n, 18]
+        self.game_ids = torch.tensor(game_indices, device=device).repeat_interleave(self.n)  # long [G*n]
+        self.masks = torch.stack([action_mask(s.action_set.tolist()) for s in self.slots])  # CPU [G, 18]
+        self.row_masks = self.masks.to(device).repeat_interleave(self.n, dim=0)  # bool [G*n, 18]
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -109,15 +115,18 @@ class Collector:
 
     def act(self, student: Student, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """ε-greedy full-action indices ``int64 [G*n]``, always valid for each row's game."""
-        obs = torch.from_numpy(np.concatenate([s.obs for s in self.slots]))
+        obs = torch.from_numpy(np.concatenate([s.obs for s in self.slots])).to(self.device)
         with torch.inference_mode():
-            greedy = masked_logits(student(obs, self.game_ids), self.row_masks).argmax(1).numpy()
+            greedy = masked_logits(student(obs, self.game_ids), self.row_masks).argmax(1).cpu().numpy()
         random = np.concatenate([s.action_set[rng.integers(0, len(s.action_set), self.n)] for s in self.slots])
         explore = rng.random(len(greedy)) < epsilon
         return np.where(explore, random, greedy)
 
     def label_and_store(self, s: GameSlot) -> None:
-        """The game's expert labels its current states once; the replay stores them."""
+        """The game's expert labels its current states once; the replay stores them.
+
+        The expert runs on the CPU even when the student trains on a GPU: its labels go to the
+        replay's CPU arrays."""
         cfg = self.cfg
         target = np.zeros((self.n, NUM_OUTPUTS), dtype=np.float32)
         values = None
@@ -143,11 +152,11 @@ class Collector:
         for s in self.slots:
             obs, reward, terminated, truncated, info = s.env.recv()
             done, life_lost = s.tracker.update(reward, terminated, truncated, info["lives"])
-            for _, ret, length in done:
-                s.returns.append(ret)
+            for env, ret, length in done:
+                s.returns.append((env, ret))
                 finished.append((s.index, ret, length))
             new_stack = terminated | truncated
-            if self.cfg.life_loss_boundary:
+            if s.life_loss_restarts_stack:
                 new_stack = new_stack | life_lost
             s.since_start = np.where(new_stack, 0, np.minimum(s.since_start + 1, STACK - 1))
             s.starts = new_stack
@@ -166,3 +175,40 @@ class Collector:
     def close(self) -> None:
         for s in self.slots:
             s.env.close()
+
+
+class ExpertActor(torch.nn.Module):
+    """An expert in the student's place: ``(obs uint8 [N, 4, 84, 84], game_ids) -> logits [N, 18]``
+    holding its values at its game's actions (the collector masks the rest)."""
+
+    def __init__(self, expert):
+        super().__init__()
+        self.expert = expert
+
+    def forward(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(obs), NUM_OUTPUTS)
+        logits[:, self.expert.action_set] = self.expert.values(obs)
+        return logits
+
+
+def play_through_collector(expert, episodes: int, *, epsilon: float = 0.01, seed: int = 0) -> list[float]:
+    """Raw full-game returns of ``expert`` acting ε-greedily in the student's data-collection
+    environment, seeing the collector's training view: one side of the observation contract.
+
+    One env per game, each counted once (its first game), so short games are not favoured.
+    """
+    from amn.config import GameConfig
+
+    cfg = TrainConfig(games=[GameConfig(expert.game, expert.name)], envs_per_game=episodes)
+    collector = Collector(cfg, [expert], [GameReplay(64 * episodes, episodes)], seed=seed)
+    actor, rng = ExpertActor(expert), np.random.default_rng(seed)
+    slot = collector.slots[0]
+    try:
+        while len({env for env, _ in slot.returns}) < episodes:
+            collector.step(actor, epsilon, rng)
+    finally:
+        collector.close()
+    first = {}
+    for env, ret in slot.returns:
+        first.setdefault(env, ret)
+    return [first[env] for env in range(episodes)]

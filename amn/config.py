@@ -24,6 +24,7 @@ config file's own directory when there is no such ancestor.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -96,7 +97,9 @@ class TrainConfig:
     envs_per_game: int = 1
     sticky: bool = False
     noop_max: int = 30
-    life_loss_boundary: bool = True  # a life loss starts a new frame stack (training only)
+    # Does a life loss start a new frame stack in the training view (training only)? None: as each
+    # game's expert was trained (rl-zoo agents: yes, SB3's AtariWrapper; `amn experts train`: no).
+    life_loss_boundary: bool | None = None
 
     # Evaluation at the end of the run (full games, raw scores).
     eval_episodes: int = 8
@@ -113,6 +116,10 @@ class TrainConfig:
     # 1 thread: on 2 shared cores a 2-thread torch collapses ~10x when another job holds a core
     # (measured with scripts/bench_trainer.py); 0 = torch's default.
     torch_threads: int = 1
+    # Where the student trains: cpu | cuda | cuda:N | auto (cuda if available, else cpu). Under
+    # torchrun, cuda puts each rank on cuda:LOCAL_RANK (amn.distributed.resolve_device); the experts
+    # and the replays stay on the CPU either way.
+    device: str = "cpu"
     checkpoint_minutes: float = 5.0
     log_every_agent_steps: int = 2_000
 
@@ -306,6 +313,10 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("epsilon", "epsilon_start", "eval_epsilon"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise UsageError(f"config: {name} must be in [0, 1]")
+    # Only the spelling: whether this machine has the GPU is checked when training starts
+    # (amn.distributed.resolve_device), so a GPU run's checkpoint still evaluates on a CPU machine.
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|auto", cfg.device):
+        raise UsageError(f"config: device must be cpu, cuda, cuda:N or auto, got {cfg.device!r}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

@@ -7,6 +7,9 @@ Each rank owns the environments, replay memories and experts of its games
 ``DistributedDataParallel``, so every update averages the gradients over all games.
 Rank 0 alone writes TensorBoard, checkpoints and the evaluation.
 
+Devices (:func:`resolve_device`): on CPU the ranks talk over gloo; with ``device: cuda`` each
+rank trains on ``cuda:{LOCAL_RANK}`` (one GPU per process of a node) and they talk over nccl.
+
 Without ``WORLD_SIZE`` (or with ``WORLD_SIZE=1``) nothing here does anything: every helper
 returns its local value, so the single-process trainer runs exactly as before.
 
@@ -50,15 +53,60 @@ class DistInfo:
         return self.rank == 0
 
 
+def launched_local_rank() -> int | None:
+    """``LOCAL_RANK`` when torchrun started this process with ``WORLD_SIZE > 1``; None in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(spec: str, local_rank: int | None = None) -> torch.device:
+    """The device a training process uses for the config's ``device`` (validated syntax).
+
+    ``cpu``; ``auto``: ``cuda`` if ``torch.cuda.is_available()``, else ``cpu``; ``cuda``: GPU 0 in
+    a single process, and under torchrun (``local_rank`` given) ``cuda:{local_rank}``, one GPU per
+    process of a node (pick the node's GPUs with ``CUDA_VISIBLE_DEVICES``); ``cuda:N``: GPU N, single
+    process only (under torchrun every rank would share it, which nccl refuses). UsageError when
+    CUDA or the GPU is missing.
+    """
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError(f"config: device={spec} but torch.cuda.is_available() is False (CPU-only torch build "
+                         f"or no GPU); use device: cpu or auto (--set device=cpu)")
+    requested = torch.device(spec)
+    if local_rank is None:
+        index = requested.index or 0
+    elif requested.index is None:
+        index = local_rank
+    else:
+        raise UsageError(f"config: device={spec} under torchrun, where each rank uses cuda:LOCAL_RANK; "
+                         f"use device: cuda (and CUDA_VISIBLE_DEVICES to choose the GPUs)")
+    visible = torch.cuda.device_count()
+    if index >= visible:
+        wanted = f"device={spec}" if local_rank is None else f"LOCAL_RANK {local_rank} (device=cuda)"
+        raise UsageError(f"config: {wanted} needs cuda:{index} but only {visible} GPU(s) are visible; "
+                         f"use fewer processes per node or another device")
+    return torch.device("cuda", index)
+
+
 def backend_for(device: torch.device) -> str:
-    """nccl for CUDA tensors, gloo for CPU ones (the trainer runs on CPU today)."""
+    """nccl for CUDA tensors, gloo for CPU ones."""
     return "nccl" if device.type == "cuda" else "gloo"
 
 
 def init_from_env(device: torch.device = torch.device("cpu")) -> DistInfo:
-    """Join the process group when launched by torchrun with ``WORLD_SIZE > 1``; else single process."""
+    """Join the process group when launched by torchrun with ``WORLD_SIZE > 1``; else single process.
+
+    ``device`` is this rank's training device (:func:`resolve_device`): it picks the backend.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistInfo()
+    if device.type == "cuda":
+        # nccl's barrier and all_gather_object run on the current GPU: this rank's own.
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         # env:// rendezvous: torchrun sets MASTER_ADDR/MASTER_PORT (c10d rendezvous across nodes).
         dist.init_process_group(backend_for(device), timeout=TIMEOUT)
@@ -98,11 +146,19 @@ def loss_scale(num_local_games: int, num_games: int, world_size: int) -> float:
     return world_size * num_local_games / num_games
 
 
+def _collective_device() -> torch.device:
+    """Where tensors for a collective live: nccl reduces only CUDA tensors (this rank's GPU, set by
+    :func:`init_from_env`), gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(values: list[int]) -> list[int]:
     """Element-wise sum over ranks of a few integers (one small all-reduce); identity in one process."""
     if not current().enabled:
         return list(values)
-    t = torch.tensor(values, dtype=torch.int64)
+    t = torch.tensor(values, dtype=torch.int64, device=_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
 

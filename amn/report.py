@@ -68,19 +68,22 @@ def _expert_scores(cache_path: Path | None, key: str, play) -> tuple[list[float]
 
 
 def student_actor(student, game_index: int, action_set: list[int]):
-    """Greedy student policy for ``play_games``: obs -> minimal-action-set indices."""
+    """Greedy student policy for ``play_games``: obs -> minimal-action-set indices.
+
+    The forward runs on the student's device (a GPU during training); the actions come back to the CPU."""
     from amn.collect import action_mask
     from amn.student import masked_logits
 
-    mask = action_mask(action_set)
+    device = next(student.parameters()).device
+    mask = action_mask(action_set).to(device)
     to_env = torch.full((18,), -1, dtype=torch.long)
     to_env[action_set] = torch.arange(len(action_set))
 
     def act(obs: np.ndarray) -> np.ndarray:
-        ids = torch.full((len(obs),), game_index, dtype=torch.long)
+        ids = torch.full((len(obs),), game_index, dtype=torch.long, device=device)
         with torch.inference_mode():
-            z = masked_logits(student(torch.from_numpy(obs), ids), mask.expand(len(obs), -1))
-        return to_env[z.argmax(1)].numpy()
+            z = masked_logits(student(torch.from_numpy(obs).to(device), ids), mask.expand(len(obs), -1))
+        return to_env[z.argmax(1).cpu()].numpy()
 
     return act
 

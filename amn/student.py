@@ -47,7 +47,7 @@ class Student(nn.Module):
             return self.heads[0](h)
         # A few 512x18 heads are cheap: run all, keep each row's own.
         out = torch.stack([head(h) for head in self.heads], dim=1)
-        return out[torch.arange(len(h)), game_ids]
+        return out[torch.arange(len(h), device=h.device), game_ids]
 
     def forward(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(obs), game_ids)

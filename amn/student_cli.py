@@ -11,36 +11,45 @@ from typing import TYPE_CHECKING
 from amn.cli import UsageError
 
 if TYPE_CHECKING:
+    from amn.config import TrainConfig
     from amn.distributed import DistInfo
 
 
 def _train(args: argparse.Namespace) -> int:
     from amn import distributed
 
+    # The config first: its device picks the process group's backend (nccl for cuda, gloo for cpu).
+    cfg = _load_train_config(args)
+    device = distributed.resolve_device(cfg.device, distributed.launched_local_rank())
     # Under torchrun (WORLD_SIZE > 1) join the process group; a plain run stays single-process.
-    ddp = distributed.init_from_env()
+    ddp = distributed.init_from_env(device)
     try:
-        return _train_in(args, ddp)
+        return _train_in(args, cfg, ddp)
     finally:
         distributed.shutdown()
 
 
-def _train_in(args: argparse.Namespace, ddp: DistInfo) -> int:
-    from amn import distributed
+def _load_train_config(args: argparse.Namespace) -> TrainConfig:
     from amn.config import load_config
-    from amn.trainer import NonFiniteLoss, load_run_config, train
+    from amn.trainer import load_run_config
 
     if args.resume:
         if args.run_dir is None:
             raise UsageError("--resume needs --run-dir DIR (the run to continue)")
         # The run's own resolved config; --config is not needed, --set may extend e.g. the budget.
-        cfg = load_run_config(args.run_dir, args.set)
-        run_dir = args.run_dir
-    else:
-        if args.config is None:
-            raise UsageError("train-student needs --config configs/NAME.yaml (or --resume --run-dir DIR)")
-        cfg = load_config(args.config, args.set)
-        run_dir = args.run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return load_run_config(args.run_dir, args.set)
+    if args.config is None:
+        raise UsageError("train-student needs --config configs/NAME.yaml (or --resume --run-dir DIR)")
+    return load_config(args.config, args.set)
+
+
+def _train_in(args: argparse.Namespace, cfg: TrainConfig, ddp: DistInfo) -> int:
+    from amn import distributed
+    from amn.trainer import NonFiniteLoss, train
+
+    run_dir = args.run_dir
+    if run_dir is None:  # a new run (--resume needs --run-dir)
+        run_dir = Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(distributed.all_gather(str(run_dir))[0])  # distributed: rank 0's timestamp for all
     try:
         summary = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress,

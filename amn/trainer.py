@@ -17,6 +17,11 @@ naming the step and game, before anything is written: the last good checkpoint s
 Under ``torchrun`` (``amn/distributed.py``) every rank runs this same loop on its shard of
 the games, and :class:`Learner` (the update) wraps the student in DistributedDataParallel;
 the few places where ranks must agree are marked "Distributed:".
+
+Devices: the student, its projections and the optimiser live on ``cfg.device``
+(:func:`amn.distributed.resolve_device`); the experts, the environments and the replays stay on
+the CPU, and each minibatch is copied to the device in :meth:`Learner.update`. Checkpoints load
+on the CPU (``map_location="cpu"``), so a GPU run resumes or evaluates anywhere.
 """
 
 from __future__ import annotations
@@ -86,7 +91,8 @@ class Learner:
     """The gradient step: one update on ``B`` samples from each of this process's games.
 
     ``games`` are indices into ``cfg.games`` (all of them in one process, a rank's shard under
-    torchrun), in the order of the batches given to :meth:`update`. Distributed, the modules are
+    torchrun), in the order of the batches given to :meth:`update`. The update runs on the
+    student's device; ``masks`` and the batches may be on the CPU. Distributed, the modules are
     wrapped in DistributedDataParallel, whose backward averages the gradients over ranks; each
     rank's loss is scaled by :func:`amn.distributed.loss_scale`, so the average is the
     single-process gradient: the mean over all games.
@@ -97,19 +103,26 @@ class Learner:
         self.cfg, self.params, self.optimizer, self.loss_fn, self.stats = cfg, params, optimizer, loss_fn, stats
         self.games = list(games)
         self.names = [g.game for g in cfg.games]
+        self.device = next(student.parameters()).device
         B = cfg.batch_per_game
-        self.batch_game_ids = torch.tensor(self.games).repeat_interleave(B)  # long [G*B]
-        self.batch_masks = masks.repeat_interleave(B, dim=0)  # bool [G*B, 18]: masks is [G, 18], in games order
+        self.batch_game_ids = torch.tensor(self.games, device=self.device).repeat_interleave(B)  # long [G*B]
+        # bool [G*B, 18]: masks is [G, 18], in games order
+        self.batch_masks = masks.to(self.device).repeat_interleave(B, dim=0)
         self.net: nn.Module = StudentAndProjections(student, projections)
         ddp = distributed.current()
         self.loss_scale = distributed.loss_scale(len(self.games), cfg.num_games, ddp.world_size)
         if ddp.enabled:
             # Distributed: a rank uses only its own games' projections; the others' are unused here.
-            self.net = nn.parallel.DistributedDataParallel(self.net, find_unused_parameters=cfg.feature_regression)
+            # On a GPU, DDP needs the rank's device (cuda:LOCAL_RANK); on the CPU, none.
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.net, device_ids=device_ids,
+                                                           find_unused_parameters=cfg.feature_regression)
 
     def update(self, batches: list[dict[str, torch.Tensor]], step: int) -> None:
-        """One gradient step on ``batches`` (one replay sample per game of ``self.games``)."""
+        """One gradient step on ``batches`` (one replay sample per game of ``self.games``, CPU tensors)."""
         cfg, stats, names, B = self.cfg, self.stats, self.names, self.cfg.batch_per_game
+        # obs, target, values, features: to the student's device (no copy on the CPU).
+        batches = [{k: v.to(self.device) for k, v in b.items()} for b in batches]
         obs = torch.cat([b["obs"] for b in batches])  # uint8 [G*B, 4, 84, 84]
         logits, projected = self.net(obs, self.batch_game_ids, self.games)  # [G*B, 18], G x [B, 512]
         policy_losses, feature_losses = [], []
@@ -183,7 +196,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     loss_fn = make_loss(cfg)
     # One process: every game. Distributed (torchrun): this rank's shard; rank 0 alone writes files.
     ddp = distributed.current()
+    device = distributed.resolve_device(cfg.device, ddp.local_rank if ddp.enabled else None)
     local = distributed.shard_games(cfg.num_games, ddp.rank, ddp.world_size)  # indices into cfg.games
+    # The experts stay on the CPU, also when the student trains on a GPU: they label into the CPU replays.
     experts = load_experts(cfg, local)  # in `local` order, like the replays and the collector's games
     run_dir.mkdir(parents=True, exist_ok=True)
     if ddp.is_main:
@@ -191,12 +206,14 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
         print(f"run dir: {run_dir}" + (f" ({ddp.world_size} processes)" if ddp.enabled else ""), file=sys.stderr)
     G, B = cfg.num_games, cfg.batch_per_game
     torch.manual_seed(cfg.seed)  # the same student init on every rank (DDP also broadcasts rank 0's)
-    student = Student(G, per_game_heads=cfg.per_game_heads)
+    # Initialised on the CPU, then moved: the same initial weights on every device.
+    student = Student(G, per_game_heads=cfg.per_game_heads).to(device)
     # Feature regression: one linear map per game from the student's 512 features to the expert's.
     projections = nn.ModuleList(nn.Linear(FEATURE_DIM, FEATURE_DIM) for _ in range(G)) \
         if cfg.feature_regression else nn.ModuleList()
+    projections.to(device)
     params = list(student.parameters()) + list(projections.parameters())
-    # fused: one kernel for all parameters, measured 33 ms -> 5 ms per step here (1 thread).
+    # fused: one kernel for all parameters (CPU and CUDA), measured 33 ms -> 5 ms per step here (1 thread).
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
                                  fused=True)
     # Acting and replay sampling: each rank its own stream (rank 0's is the single-process one).
@@ -224,7 +241,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                           store_values=loss_fn.needs_expert_values,
                           feature_dim=FEATURE_DIM if cfg.feature_regression else 0) for _ in local]
     # Fresh games after a resume, so a resumed run does not replay the same episodes.
-    collector = Collector(cfg, experts, replays, seed=cfg.seed + 7919 * counters["resumes"], game_indices=local)
+    collector = Collector(cfg, experts, replays, seed=cfg.seed + 7919 * counters["resumes"], game_indices=local,
+                          device=device)
     games = [g.game for g in cfg.games]
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=counters["agent_steps"] or None) if ddp.is_main else None
     stats = Scalars()
@@ -232,6 +250,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
 
     def checkpoint() -> None:
         # The unwrapped modules' state dicts (no DDP "module." prefix): loadable in either mode.
+        # On a GPU their tensors are CUDA ones; load_checkpoint maps them to the CPU.
         payload = {
             "config": cfg.to_dict(), "student": student.state_dict(), "projections": projections.state_dict(),
             "optimizer": optimizer.state_dict(), "counters": dict(counters), "rng": rng_state(rng),

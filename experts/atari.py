@@ -47,6 +47,22 @@ NUM_FULL_ACTIONS = len(FULL_ACTION_MEANINGS)
 
 OBS_SHAPE = (4, 84, 84)
 
+#: The pipelines an expert can have been trained through (its ``observation_pipeline``).
+#: They differ in one way that matters to the labels: after a life loss SB3's
+#: ``EpisodicLifeEnv`` + ``VecFrameStack`` start a new, zero-padded frame stack, while
+#: ``AtariVectorEnv`` (``amn experts train``: life loss is only a ``done`` flag for SB3)
+#: keeps stacking the game's frames.
+PIPELINE_ALE = "ale_py.AtariVectorEnv"
+PIPELINE_SB3 = "sb3.AtariWrapper"  # the RL-zoo's checkpoints
+PIPELINES = (PIPELINE_ALE, PIPELINE_SB3)
+
+
+def life_loss_restarts_stack(pipeline: str) -> bool:
+    """Whether an expert trained through ``pipeline`` saw a fresh frame stack after each life loss."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown observation pipeline {pipeline!r}; expected one of {', '.join(PIPELINES)}")
+    return pipeline == PIPELINE_SB3
+
 
 def canonical_game(name: str) -> str:
     """Return the canonical name of a game given any common spelling.

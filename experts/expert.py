@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experts.atari import OBS_SHAPE, action_meanings, minimal_action_set
+from experts.atari import OBS_SHAPE, PIPELINE_ALE, action_meanings, life_loss_restarts_stack, minimal_action_set
 from experts.network import ExpertNetwork
 
 
@@ -23,7 +23,8 @@ class Expert:
     :param net: the network, weights loaded
     :param game: canonical game name (``"Pong"``)
     :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or ``"qrdqn"``
-    :param meta: provenance (format, source file, training steps, seed, score if known)
+    :param meta: provenance (format, source file, training steps, seed, score if known,
+        ``observation_pipeline``: one of ``experts.atari.PIPELINES``)
     :param name: the name it was loaded by (shipped/registered name or file name)
     """
 
@@ -37,6 +38,9 @@ class Expert:
         self.name = name or game.lower()
         self.action_set: list[int] = minimal_action_set(game)
         self.action_meanings: list[str] = action_meanings(game)
+        # How it was trained to see the game (experts.atari.PIPELINES); a network built by hand is ours.
+        self.observation_pipeline: str = self.meta.get("observation_pipeline", PIPELINE_ALE)
+        self.life_loss_restarts_stack: bool = life_loss_restarts_stack(self.observation_pipeline)
         if net.num_actions != len(self.action_set):
             raise ValueError(f"{self.name}: network has {net.num_actions} outputs but {game}'s minimal action set "
                              f"has {len(self.action_set)}; the weights belong to another game")

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from experts.atari import canonical_game, minimal_action_set
+from experts.atari import PIPELINES, canonical_game, minimal_action_set
 from experts.network import ExpertNetwork
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 FORMAT_VERSION = 1
 MAX_WEIGHTS_BYTES = 4 * 1024 * 1024
-OBSERVATION_PIPELINE = "ale_py.AtariVectorEnv default preprocessing"
 #: Keys every metadata file must have (``score`` and ``seed`` may be null).
 REQUIRED_KEYS = ("format_version", "name", "game", "algo", "num_actions", "action_set", "action_meanings",
                  "observation_pipeline", "training_steps", "seed", "score", "command", "weights", "sha256")
@@ -78,6 +77,9 @@ def load_own(path: str | Path, name: str | None = None):
         game = canonical_game(str(meta["game"]))
     except ValueError as err:
         raise ValueError(f"{json_path}: {err}; fix the 'game' key") from None
+    if meta["observation_pipeline"] not in PIPELINES:
+        raise ValueError(f"{json_path}: observation_pipeline {meta['observation_pipeline']!r} is not one of "
+                         f"{', '.join(PIPELINES)}; re-export it with `amn experts export`")
     action_set = minimal_action_set(game)
     if list(meta["action_set"]) != action_set or int(meta["num_actions"]) != len(action_set):
         raise ValueError(f"{json_path}: action_set {meta['action_set']} (num_actions {meta['num_actions']}) is not "
@@ -139,7 +141,7 @@ def export_expert(
         "num_actions": expert.num_actions,
         "action_set": expert.action_set,
         "action_meanings": expert.action_meanings,
-        "observation_pipeline": OBSERVATION_PIPELINE,
+        "observation_pipeline": expert.observation_pipeline,  # the training pipeline, kept from the source
         "training_steps": expert.meta.get("training_steps"),
         "seed": expert.meta.get("seed"),
         "score": score,

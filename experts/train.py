@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-from experts.atari import canonical_game
+from experts.atari import PIPELINE_ALE, canonical_game
 
 DEFAULT_ROOT = Path(os.environ.get("AMN_HOME", Path.home() / ".cache" / "amn")) / "experts"
 
@@ -132,10 +132,12 @@ def train_expert(
         model = cls("CnnPolicy", env, seed=seed, device="cpu", verbose=0,
                     tensorboard_log=str(out / "tb"), **hp)
         meta = dict(game=game, algo=algo, steps=steps, seed=seed, n_envs=n_envs,
-                    pipeline="ale_py.AtariVectorEnv", hyperparameters={k: str(v) for k, v in hp.items()})
+                    pipeline=PIPELINE_ALE, hyperparameters={k: str(v) for k, v in hp.items()})
         (out / "run.json").write_text(json.dumps(meta, indent=2))
     if channels_last:
         model.policy.to(memory_format=torch.channels_last)
+    # Saved in the zip's data: the student's collector needs to know how this expert saw life losses.
+    model.amn_observation_pipeline = PIPELINE_ALE
 
     remaining = steps - model.num_timesteps
     checkpoint = AtomicCheckpoint(out, checkpoint_minutes * 60)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from experts.atari import GAMES, OBS_SHAPE, canonical_game, minimal_action_set
+from experts.atari import GAMES, OBS_SHAPE, PIPELINE_SB3, PIPELINES, canonical_game, minimal_action_set
 
 # SB3's own file name for the env id (rl-zoo: "<algo>-<EnvId>.zip", e.g. ppo-PongNoFrameskip-v4.zip).
 _ENV_ID = re.compile(r"([A-Za-z]+?)(?:NoFrameskip-v4|Deterministic-v4|-v5|-v4)")
@@ -96,6 +96,23 @@ def _torso_prefix(algo: str, keys: set[str]) -> str:
     return "features_extractor." if "features_extractor.cnn.0.weight" in keys else "pi_features_extractor."
 
 
+def _training_pipeline(path: Path, data: dict) -> str:
+    """The pipeline the agent was trained through: ``amn experts train`` records it in the zip
+    (and in ``run.json`` beside it); anything else is taken to be an RL-zoo agent."""
+    recorded = data.get("amn_observation_pipeline")
+    run_json = path.parent / "run.json"
+    if recorded is None and run_json.is_file():
+        try:
+            recorded = json.loads(run_json.read_text()).get("pipeline")
+        except (ValueError, OSError, AttributeError):
+            recorded = None
+    if recorded is None:
+        return PIPELINE_SB3
+    if recorded not in PIPELINES:
+        raise _fail(path, f"unknown observation pipeline {recorded!r}", f"expected one of {', '.join(PIPELINES)}")
+    return recorded
+
+
 def read_sb3_zip(path: str | Path, game: str | None = None) -> Checkpoint:
     """Read an SB3 ``model.save`` zip of a PPO/A2C/DQN/QR-DQN ``CnnPolicy`` Atari agent.
 
@@ -160,7 +177,8 @@ def read_sb3_zip(path: str | Path, game: str | None = None) -> Checkpoint:
 
     meta: dict = {"format": "sb3-zip", "source": str(path), "sb3_version": sb3_version,
                   "training_steps": data.get("num_timesteps"), "seed": data.get("seed"),
-                  "observation_layout": "channels_first" if shape == OBS_SHAPE else "channels_last"}
+                  "observation_layout": "channels_first" if shape == OBS_SHAPE else "channels_last",
+                  "observation_pipeline": _training_pipeline(path, data)}
     if algo in ("ppo", "a2c"):
         if any(k.startswith("mlp_extractor.policy_net.") for k in keys):
             raise _fail(path, "policy has hidden layers between the CNN and action_net (custom net_arch)",

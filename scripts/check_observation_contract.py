@@ -1,18 +1,23 @@
 #!/usr/bin/env python
-"""Does an expert score the same through both observation pipelines?
+"""Does an expert score the same in the student's data collection as in its training pipeline?
 
 Plays full games (raw score, no life-loss terminals, epsilon-greedy, no sticky
 actions, up to 30 no-op starts, 108k-frame cap) through
 
-* ``ale_py.AtariVectorEnv`` (the project's pipeline, ``amn.evaluation.play_games``), and
+* ``amn.collect.Collector``: the student's data-collection environment, the expert
+  acting on the collector's training view (what it labels during distillation);
+* ``ale_py.AtariVectorEnv`` as evaluation uses it (``amn.evaluation.play_games``),
+  the pipeline of ``amn experts train``; and
 * SB3's ``make_atari_env("<Game>NoFrameskip-v4")`` + ``VecFrameStack(4)`` (the RL-zoo's
   ``AtariWrapper``, OpenCV resize), transposed to channel first,
 
-then prints each mean ± std and a Welch t statistic for the difference, and
-writes ``docs/results/observation_contract_<expert>.csv``. The two resizes do not
-give identical pixels, so an expert trained through one pipeline must be checked
+then prints each mean ± std and a Welch t statistic for the difference between the
+collector and the expert's own training pipeline, and writes
+``docs/results/observation_contract_<expert>.csv``. The two resizes do not give
+identical pixels, so an expert trained through one pipeline must be checked
 through the other.
 
+    python scripts/check_observation_contract.py pong --episodes 10
     python scripts/check_observation_contract.py ../shared/experts/ppo-PongNoFrameskip-v4.zip --episodes 4
 """
 
@@ -78,8 +83,10 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float, float, float]:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from amn.collect import play_through_collector
     from amn.evaluation import play_games
     from experts import load_expert
+    from experts.atari import PIPELINE_ALE, PIPELINE_SB3
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("expert", help="expert name or path (as for load_expert)")
@@ -96,33 +103,38 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     expert = load_expert(args.expert, game=args.game)
-    print(f"{expert.name}: {expert.game}, {expert.algo}, {args.episodes} full games per pipeline, epsilon {args.epsilon}")
-    t0 = time.monotonic()
-    ale = play_games(expert.act, expert.game, args.episodes, epsilon=args.epsilon, seed=args.seed,
-                     num_envs=args.num_envs, progress=False)
-    print(f"  ale_py.AtariVectorEnv games: {ale} ({time.monotonic() - t0:.0f} s)")
-    t0 = time.monotonic()
-    sb3 = play_sb3_pipeline(expert.act, expert.game, args.episodes, epsilon=args.epsilon, seed=args.seed,
-                            num_envs=args.num_envs)
-    print(f"  SB3 AtariWrapper games: {sb3} ({time.monotonic() - t0:.0f} s)")
+    print(f"{expert.name}: {expert.game}, {expert.algo}, trained through {expert.observation_pipeline}; "
+          f"{args.episodes} full games per pipeline, epsilon {args.epsilon}")
+    games = {}
+    for label, play in [
+        ("amn.collect.Collector", lambda: play_through_collector(expert, args.episodes, epsilon=args.epsilon,
+                                                                  seed=args.seed)),
+        (PIPELINE_ALE, lambda: play_games(expert.act, expert.game, args.episodes, epsilon=args.epsilon,
+                                          seed=args.seed, num_envs=args.num_envs, progress=False)),
+        (PIPELINE_SB3, lambda: play_sb3_pipeline(expert.act, expert.game, args.episodes, epsilon=args.epsilon,
+                                                 seed=args.seed, num_envs=args.num_envs)),
+    ]:
+        t0 = time.monotonic()
+        games[label] = play()
+        print(f"  {label} games: {games[label]} ({time.monotonic() - t0:.0f} s)")
 
-    diff, se, t, df = welch(ale, sb3)
-    rows = [("ale_py.AtariVectorEnv", ale), ("sb3.AtariWrapper", sb3)]
-    for label, r in rows:
+    trained = expert.observation_pipeline
+    diff, se, t, df = welch(games["amn.collect.Collector"], games[trained])
+    for label, r in games.items():
         print(f"{label:>22}: {np.mean(r):7.2f} ± {np.std(r, ddof=1):.2f} (sample std, {len(r)} games)")
     verdict = ("consistent within noise" if abs(t) < 2
                else "more than 2 s.e. apart: play more games (scores are often bimodal) or suspect the pipeline")
-    print(f"{'difference (ale - sb3)':>22}: {diff:7.2f} ± {se:.2f} (s.e.), Welch t = {t:.2f}, df = {df:.1f} -> {verdict}")
+    print(f"collector - {trained}: {diff:.2f} ± {se:.2f} (s.e.), Welch t = {t:.2f}, df = {df:.1f} -> {verdict}")
 
     out = args.out or ROOT / "docs" / "results" / f"observation_contract_{expert.name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["pipeline", "game", "episodes", "epsilon", "seed", "mean", "std", "returns"])
-        for label, r in rows:
+        for label, r in games.items():
             w.writerow([label, expert.game, len(r), args.epsilon, args.seed, f"{np.mean(r):.3f}",
                         f"{np.std(r, ddof=1):.3f}", " ".join(f"{x:g}" for x in r)])
-        w.writerow(["difference_ale_minus_sb3", expert.game, "", "", "", f"{diff:.3f}", f"{se:.3f}",
+        w.writerow([f"difference_collector_minus_{trained}", expert.game, "", "", "", f"{diff:.3f}", f"{se:.3f}",
                     f"welch_t={t:.3f} df={df:.1f}"])
     print(f"wrote {out}")
     return 0

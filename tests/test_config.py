@@ -96,3 +96,35 @@ def test_cli_corrupt_checkpoint_is_one_line(tmp_path, capsys):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     err = _cli_error(capsys, ["evaluate", str(tmp_path)])
     assert "corrupt or truncated" in err
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1", "auto"])
+def test_device_spellings(device):
+    # Only the spelling is checked here: a GPU run's config must still load on a CPU machine.
+    assert from_dict({"device": device}).device == device
+    assert TrainConfig().device == "cpu"
+
+
+@pytest.mark.parametrize("device", ["gpu", "CUDA", "cuda:", "cuda:x", "cuda0", "mps"])
+def test_device_typo(device):
+    with pytest.raises(UsageError, match=rf"device must be cpu, cuda, cuda:N or auto, got '{device}'"):
+        from_dict({"device": device})
+
+
+def test_cli_cuda_without_cuda_is_one_line(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU-only machine
+    err = _cli_error(capsys, ["train-student", "--config", str(REPO / "configs/smoke.yaml"), "--set", "device=cuda",
+                              "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    assert "device=cuda but torch.cuda.is_available() is False" in err and "use device: cpu or auto" in err
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_auto_device_is_cpu_without_cuda(monkeypatch):
+    import torch
+
+    from amn.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(load_config(REPO / "configs/smoke.yaml", ["device=auto"]).device) == torch.device("cpu")

@@ -1,5 +1,7 @@
 """Distributed training (torchrun, gloo on CPU): games sharded across ranks, DDP-averaged updates.
 
+0. Devices, without a GPU: ``resolve_device`` (cuda:LOCAL_RANK per rank), the backend it implies
+   (nccl/gloo), the current GPU set before nccl joins, and the collectives' tensor device.
 1. The update: two spawned processes (gloo, a FileStore) each take one shard of the games'
    minibatch; their DDP gradient and parameters after one Adam step must equal a single
    process's on the concatenated minibatch, also for an uneven split (3 games on 2 ranks,
@@ -153,6 +155,85 @@ def test_shards_cover_every_game_once_and_too_many_ranks_is_refused():
         assert all(abs(w - 1 / games) < 1e-12 for w in weights)
     with pytest.raises(UsageError, match="2 processes but only 1 games"):
         shard_games(1, 0, 2)
+
+
+# ---- devices: resolve_device and the backend, without a GPU (torch.cuda monkeypatched) ------------
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """A machine with two visible GPUs, as far as resolve_device can tell."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+@pytest.mark.parametrize("spec,local_rank,expected", [
+    ("cpu", None, "cpu"), ("cpu", 1, "cpu"),
+    ("cuda", None, "cuda:0"), ("cuda:1", None, "cuda:1"), ("auto", None, "cuda:0"),
+    ("cuda", 0, "cuda:0"), ("cuda", 1, "cuda:1"), ("auto", 1, "cuda:1"),  # torchrun: cuda:LOCAL_RANK
+])
+def test_resolve_device_with_gpus(two_gpus, spec, local_rank, expected):
+    from amn.distributed import backend_for, resolve_device
+
+    device = resolve_device(spec, local_rank)
+    assert device == torch.device(expected)
+    assert backend_for(device) == ("gloo" if expected == "cpu" else "nccl")
+
+
+@pytest.mark.parametrize("spec,local_rank,message", [
+    ("cuda:1", 0, r"device=cuda:1 under torchrun, where each rank uses cuda:LOCAL_RANK; use device: cuda"),
+    ("cuda", 2, r"LOCAL_RANK 2 \(device=cuda\) needs cuda:2 but only 2 GPU\(s\) are visible"),
+    ("cuda:2", None, r"device=cuda:2 needs cuda:2 but only 2 GPU\(s\) are visible"),
+])
+def test_resolve_device_refuses_a_missing_or_shared_gpu(two_gpus, spec, local_rank, message):
+    from amn.distributed import resolve_device
+
+    with pytest.raises(UsageError, match=message):
+        resolve_device(spec, local_rank)
+
+
+def test_resolve_device_without_cuda(monkeypatch):
+    from amn.distributed import backend_for, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto", 1) == resolve_device("cpu") == torch.device("cpu")
+    assert backend_for(resolve_device("auto")) == "gloo"
+    for spec in ("cuda", "cuda:0"):
+        with pytest.raises(UsageError, match=rf"device={spec} but torch.cuda.is_available\(\) is False .*"
+                                             r"use device: cpu or auto"):
+            resolve_device(spec)
+
+
+@pytest.mark.parametrize("device,expected", [("cuda:1", {"backend": "nccl", "gpu": 1}), ("cpu", {"backend": "gloo"})])
+def test_init_from_env_backend_and_current_gpu_follow_the_device(monkeypatch, device, expected):
+    """Under torchrun a CUDA rank joins with nccl after making its GPU the current one (nccl's
+    all_gather_object needs it); a CPU rank joins with gloo. The process group itself is faked."""
+    import torch.distributed as dist
+
+    from amn import distributed
+
+    calls = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.setdefault("backend", backend))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.setdefault("gpu", torch.device(d).index))
+    distributed.init_from_env(torch.device(device))
+    assert calls == expected
+    assert distributed.launched_local_rank() == 1
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.launched_local_rank() is None
+
+
+@pytest.mark.parametrize("backend,expected", [("nccl", "cuda:1"), ("gloo", "cpu")])
+def test_collectives_use_cuda_tensors_under_nccl(monkeypatch, backend, expected):
+    import torch.distributed as dist
+
+    from amn import distributed
+
+    monkeypatch.setattr(dist, "get_backend", lambda: backend)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert distributed._collective_device() == torch.device(expected)
 
 
 # ---- end to end with torchrun --------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from experts import Expert, export_expert, load_expert
-from experts.atari import make_atari_vec, minimal_action_set
+from experts.atari import PIPELINE_ALE, PIPELINE_SB3, make_atari_vec, minimal_action_set
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_PONG = ROOT.parent / "shared" / "experts" / "ppo-PongNoFrameskip-v4.zip"
@@ -183,13 +183,38 @@ def test_own_format_round_trip(ppo_zip, pong_obs, tmp_path):
     assert pt.stat().st_size <= 4 * 1024 * 1024
     meta = json.loads(json_path.read_text())
     assert meta["game"] == "Pong" and meta["algo"] == "ppo" and meta["action_set"] == minimal_action_set("Pong")
-    assert meta["observation_pipeline"] == "ale_py.AtariVectorEnv default preprocessing"
+    assert meta["observation_pipeline"] == PIPELINE_SB3  # a plain SB3 zip counts as an RL-zoo agent
     assert meta["score"]["mean"] == 1.5 and "protocol" in meta["score"] and meta["command"] == "pytest"
     assert all(v.dtype == torch.float16 for v in torch.load(pt, weights_only=True).values())
     original, reloaded = load_expert(path), load_expert(json_path)
     assert isinstance(reloaded, Expert) and reloaded.game == "Pong" and reloaded.meta["score"]["episodes"] == 2
     torch.testing.assert_close(reloaded.values(pong_obs), original.values(pong_obs), atol=2e-2, rtol=2e-2)
     assert load_expert(pt).name == "pong_test"  # either half of the pair may be named
+
+
+def test_training_pipeline_is_recorded(ppo_zip, tmp_path):
+    """Experts from `amn experts train` keep stacking frames over a life loss; zoo agents restart the stack."""
+    path, model = ppo_zip
+    zoo = load_expert(path)
+    assert zoo.observation_pipeline == PIPELINE_SB3 and zoo.life_loss_restarts_stack
+    model.amn_observation_pipeline = PIPELINE_ALE  # what experts.train sets before saving
+    own = tmp_path / "ppo-PongNoFrameskip-v4.zip"
+    model.save(own)
+    del model.amn_observation_pipeline
+    ours = load_expert(own)
+    assert ours.observation_pipeline == PIPELINE_ALE and not ours.life_loss_restarts_stack
+    exported = load_expert(export_expert(own, "ours", out_dir=tmp_path / "shipped"))
+    assert exported.observation_pipeline == PIPELINE_ALE  # kept through the own format
+    # A zip written before the pipeline was recorded: run.json of its training directory tells.
+    legacy = tmp_path / "legacy" / "model.zip"
+    legacy.parent.mkdir()
+    legacy.write_bytes(path.read_bytes())
+    (legacy.parent / "run.json").write_text(json.dumps({"pipeline": PIPELINE_ALE}))
+    assert load_expert(legacy, game="Pong").observation_pipeline == PIPELINE_ALE
+    (legacy.parent / "run.json").write_text(json.dumps({"pipeline": "my-wrapper"}))
+    with pytest.raises(ValueError, match="unknown observation pipeline 'my-wrapper'") as err:
+        load_expert(legacy, game="Pong")
+    assert str(legacy) in _one_line(err)
 
 
 def test_registry_and_cli(ppo_zip, tmp_path, monkeypatch, capsys):
@@ -298,6 +323,12 @@ def test_own_format_errors(ppo_zip, tmp_path):
     del meta["game"]
     json_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"pong_bad\.json: missing metadata key 'game'") as err:
+        load_expert(json_path)
+    _one_line(err)
+
+    meta = json.loads(export_expert(ppo_zip[0], "pong_bad", out_dir=tmp_path).read_text())
+    json_path.write_text(json.dumps(dict(meta, observation_pipeline="ale_py.AtariVectorEnv default preprocessing")))
+    with pytest.raises(ValueError, match=r"pong_bad\.json: observation_pipeline .* re-export") as err:
         load_expert(json_path)
     _one_line(err)
 

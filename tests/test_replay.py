@@ -131,3 +131,39 @@ def test_life_loss_view_matches_replay_rebuild():
     assert (views[life_lost_at][:3] == 0).all() and (views[life_lost_at + 1][2] == life_lost_at + 1).all()
     idx = np.arange(len(frames))
     np.testing.assert_array_equal(replay.stacks(np.zeros_like(idx), idx), np.stack(views))
+
+
+@pytest.mark.parametrize("pipeline", ["ale_py.AtariVectorEnv", "sb3.AtariWrapper"])
+def test_training_view_after_a_real_life_loss_follows_the_experts_pipeline(pipeline):
+    """Breakout, random play until a life is lost: the state the expert labels next keeps the
+    older frames for an expert of `amn experts train`, and zeroes them for an rl-zoo expert."""
+    import torch
+
+    from amn.collect import Collector
+    from amn.config import from_dict
+    from amn.student import Student
+    from experts import Expert
+    from experts.network import ExpertNetwork
+
+    expert = Expert(ExpertNetwork(4), "Breakout", "ppo", {"observation_pipeline": pipeline})
+    cfg = from_dict({"games": [{"game": "Breakout", "expert": "unused"}], "learning_starts_per_game": 100,
+                     "replay_capacity_per_game": 3000})
+    collector = Collector(cfg, [expert], [GameReplay(3000)], seed=0)
+    slot, rng = collector.slots[0], np.random.default_rng(0)
+    torch.manual_seed(0)
+    student = Student(1)
+    try:
+        for _ in range(2000):
+            lives = slot.tracker.lives.copy()
+            collector.step(student, 1.0, rng)
+            if (slot.tracker.lives < lives).any() and slot.tracker.lives.min() > 0:
+                break
+        else:
+            pytest.fail("no life lost in 2000 random Breakout steps")
+    finally:
+        collector.close()
+    older = slot.obs[0, :3]
+    if pipeline == "sb3.AtariWrapper":
+        assert slot.starts[0] and (older == 0).all()
+    else:
+        assert not slot.starts[0] and (older > 0).any()

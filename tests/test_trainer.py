@@ -44,7 +44,24 @@ def scalars(run_dir: Path) -> dict[str, list]:
     return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
 
 
-def test_smoke_config_end_to_end(tmp_path, capsys):
+def as_if_trained_on_gpu(run_dir: Path, monkeypatch) -> None:
+    """Rewrite a CPU run as a CUDA run leaves it: ``device: cuda`` in its config, and every tensor of
+    its checkpoint stored as a CUDA tensor (storage location ``cuda:0``)."""
+    import yaml
+
+    path = run_dir / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["config"]["device"] = "cuda"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(ckpt["config"], sort_keys=False))
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(ckpt, path)
+    if not torch.cuda.is_available():  # the rewrite took: a plain load refuses it here
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(path, weights_only=False)
+
+
+def test_smoke_config_end_to_end(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert main(["train-student", "--config", str(SMOKE), "--run-dir", str(run), "--no-progress",
                  "--set", "total_agent_steps=1200", "--set", "learning_starts_per_game=300"]) == 0
@@ -60,6 +77,8 @@ def test_smoke_config_end_to_end(tmp_path, capsys):
         assert tag in tags, f"{tag} missing from TensorBoard; have {sorted(tags)}"
     assert all(np.isfinite(e.value) for e in tags["Pong/policy_regression_loss"])
 
+    # A GPU run's checkpoint evaluates on a CPU machine (load_checkpoint maps it to the CPU) ...
+    as_if_trained_on_gpu(run, monkeypatch)
     report_json, plot_png = tmp_path / "eval.json", tmp_path / "eval.png"
     assert main(["evaluate", str(run), "--episodes", "1", "--max-frames", "2000", "--no-progress",
                  "--json", str(report_json), "--plot", str(plot_png)]) == 0
@@ -71,6 +90,11 @@ def test_smoke_config_end_to_end(tmp_path, capsys):
     assert {"expert_normalised", "human_normalised", "expert_source"} <= row.keys()
     assert len(report["aggregate"]["ci95"]) == 2
     assert plot_png.stat().st_size > 1000
+
+    # ... and resumes there when told to: --set device=cpu.
+    assert main(["train-student", "--run-dir", str(run), "--resume", "--no-progress", "--no-eval",
+                 "--set", "device=cpu", "--set", "total_agent_steps=1300"]) == 0
+    assert counters(run)["agent_steps"] == 1300 and counters(run)["resumes"] == 1
 
 
 def test_kill_9_then_resume_continues_counters(tmp_path):
@@ -138,8 +162,9 @@ def test_epsilon_greedy_actor_only_picks_valid_actions():
     from amn.student import Student
     from experts.atari import minimal_action_set
 
-    class FakeExpert:  # acting needs only the action set
+    class FakeExpert:  # acting needs only the action set (and how to view a life loss)
         action_set = minimal_action_set("Pong")
+        life_loss_restarts_stack = True
 
     cfg = tiny_config("envs_per_game=4")
     collector = Collector(cfg, [FakeExpert()], [GameReplay(100, 4)], seed=0)

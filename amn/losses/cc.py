@@ -175,7 +175,7 @@ def _authors(z: Tensor, m: Tensor) -> Tensor:
     eta = (z32 - _last_valid(z32, m)).masked_fill(~m, 0.0)
     k = m.sum(-1, keepdim=True)
     free = m.clone()
-    free.scatter_(-1, (m.long() * torch.arange(1, z.shape[-1] + 1)).argmax(-1, keepdim=True), False)
+    free.scatter_(-1, (m.long() * torch.arange(1, z.shape[-1] + 1, device=m.device)).argmax(-1, keepdim=True), False)
     n_free = (k - 1).to(eta.dtype)
     mean = (eta * free).sum(-1, keepdim=True) / n_free
     sd = (((eta - mean) * free) ** 2).sum(-1, keepdim=True).div(n_free).sqrt().detach()
