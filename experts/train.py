@@ -126,13 +126,15 @@ def train_expert(
         model = cls.load(ckpt, env=env, device="cpu")
         print(f"resuming {ckpt} at step {model.num_timesteps:,}")
     else:
+        recorded = dict(hp)
         if algo == "ppo":
+            recorded["schedule"] = "learning_rate and clip_range decay linearly to 0 over the steps"
             hp["learning_rate"] = linear(hp["learning_rate"])
             hp["clip_range"] = linear(hp["clip_range"])
         model = cls("CnnPolicy", env, seed=seed, device="cpu", verbose=0,
                     tensorboard_log=str(out / "tb"), **hp)
         meta = dict(game=game, algo=algo, steps=steps, seed=seed, n_envs=n_envs,
-                    pipeline=PIPELINE_ALE, hyperparameters={k: str(v) for k, v in hp.items()})
+                    pipeline=PIPELINE_ALE, hyperparameters=recorded)
         (out / "run.json").write_text(json.dumps(meta, indent=2))
     if channels_last:
         model.policy.to(memory_format=torch.channels_last)
