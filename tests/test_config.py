@@ -19,9 +19,14 @@ def test_shipped_configs_load(path):
     assert cfg.name == path.stem and cfg.games
 
 
-def test_smoke_expert_path_resolved_against_project_root():
-    cfg = load_config(REPO / "configs" / "smoke.yaml")
-    assert cfg.games[0].expert == str((REPO / "../shared/experts/ppo-PongNoFrameskip-v4.zip").resolve())
+def test_expert_path_resolved_against_project_root(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "mine.yaml"
+    path.write_text("games:\n  - {game: Pong, expert: ../shared/experts/x.zip}\n  - {game: Breakout, expert: breakout}\n")
+    cfg = load_config(path)
+    assert cfg.games[0].expert == str((tmp_path / "../shared/experts/x.zip").resolve())
+    assert cfg.games[1].expert == "breakout"  # a name, not a path
 
 
 def test_typo_lists_valid_keys():
