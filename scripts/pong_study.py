@@ -1,16 +1,20 @@
 """The Pong study: cross-entropy vs CC-AMN with the naive, the authors' and the guarded normaliser.
 
     python scripts/pong_study.py [--budget-minutes M] [--seeds 3] [--games pong|all]
-                                 [--agent-steps N] [--eval-every N] [--eval-episodes E]
+                                 [--agent-steps N] [--eval-every N] [--eval-episodes E] [--resume]
 
-Trains one student per (variant, seed) on the same games, budget and seeds, each
-with periodic evaluation (``eval_every_agent_steps``), and writes under ``--out``
-(default ``docs/results/``):
+Trains one student per (variant, seed) on the same games, step budget and seeds,
+each with periodic evaluation (``eval_every_agent_steps``). Every run gets the same
+``--agent-steps``, so the variants are compared at equal data, not at equal wall
+time; ``--budget-minutes`` is split evenly into a per-run time cap that only
+guards against a slow machine (a run that hits it is marked ``time cap`` in the
+CSV). Writes under ``--out`` (default ``docs/results/``):
 
 - ``pong_study.csv``: one row per (loss, normaliser, game, seed, evaluation point)
   with the evaluation return and the normaliser diagnostics summed since the
   previous point (rows, rows the naive form gets wrong, fallback and non-finite
-  rows), and the run's status (``ok`` or where it failed);
+  rows), and the run's status (``ok``, ``time cap at agent step N`` or where
+  it went non-finite);
 - ``pong_study_returns.png``: evaluation return vs frames, mean and min–max over
   seeds, one panel per game;
 - ``pong_study_normaliser.png``: per variant, the share of rows the naive form
@@ -18,7 +22,9 @@ with periodic evaluation (``eval_every_agent_steps``), and writes under ``--out`
 
 A run whose loss turns non-finite (naive CC on tied logits) stops with
 ``NonFiniteLoss``; the study records the step and goes on with the next run.
-Run directories go to ``--runs-dir`` (default ``runs/pong_study``, not committed).
+Run directories go to ``--runs-dir`` (default ``runs/pong_study``, not committed);
+each finished run leaves its rows in ``study_rows.json`` there, and ``--resume``
+reuses them, so a study cut short (a session ends) loses only the run in progress.
 """
 
 from __future__ import annotations
@@ -66,6 +72,11 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
 
     name = f"{label(loss, normaliser).replace('/', '-')}-seed{seed}"
     run_dir = args.runs_dir / name
+    done = run_dir / "study_rows.json"
+    if args.resume and done.exists():
+        rows = json.loads(done.read_text())
+        print(f"{name}: reused ({rows[-1]['status'] if rows else 'no rows'})", flush=True)
+        return rows
     if run_dir.exists():
         import shutil
 
@@ -83,7 +94,11 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
     status = "ok"
     start = time.monotonic()
     try:
-        train(cfg, run_dir, progress=not args.quiet, evaluate=False)
+        summary = train(cfg, run_dir, progress=not args.quiet, evaluate=False)
+        if summary["status"] != "finished":
+            raise KeyboardInterrupt  # Ctrl-C inside a run ends the study; --resume picks it up again
+        if summary["agent_steps"] < cfg.total_agent_steps:
+            status = f"time cap at agent step {summary['agent_steps']}"
     except NonFiniteLoss as err:
         status = f"nonfinite: {err}"
     print(f"{name}: {status} ({(time.monotonic() - start) / 60:.1f} min)", flush=True)
@@ -96,7 +111,7 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
         previous = 0
         points = [e for e in evaluations if e["game"] == game]
         last_step = max([e["agent_steps"] for e in points], default=0)
-        if status != "ok":  # a row marking where the run stopped
+        if status.startswith("nonfinite"):  # a row marking where the run stopped
             failed_at = int(status.split("agent step ")[1].split()[0]) if "agent step " in status else last_step
             points.append({"agent_steps": failed_at, "return_mean": math.nan, "return_std": math.nan,
                            "episodes": 0, "game": game})
@@ -115,6 +130,7 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
                 **{k: int(counts.get(k, 0)) for k in COLUMNS[9:14]},
                 "status": status if point is points[-1] else "ok",
             })
+    done.write_text(json.dumps(rows))
     return rows
 
 
@@ -168,13 +184,14 @@ def plot(rows: list[dict], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget-minutes", type=float, default=120.0, help="wall time for the whole study")
+    parser.add_argument("--budget-minutes", type=float, default=120.0,
+                        help="wall-time cap for the whole study, split evenly into per-run caps")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--games", default="pong", help="'pong', 'all' (the shipped games) or a comma list")
     parser.add_argument("--expert", action="append", default=[], metavar="GAME=SPEC",
                         help="expert for a game (default: the shipped one), e.g. Pong=../shared/experts/x.zip")
-    parser.add_argument("--agent-steps", type=int, default=200_000, help="cap per run, summed over games")
-    parser.add_argument("--eval-every", type=int, default=25_000)
+    parser.add_argument("--agent-steps", type=int, default=100_000, help="budget per run, summed over games")
+    parser.add_argument("--eval-every", type=int, default=20_000)
     parser.add_argument("--eval-episodes", type=int, default=3)
     parser.add_argument("--log-every", type=int, default=2_000)
     parser.add_argument("--variants", nargs="+", default=[label(l, n) for l, n in VARIANTS])
@@ -182,6 +199,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "pong_study")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config overrides for every run (as amn train-student --set)")
+    parser.add_argument("--resume", action="store_true", help="reuse the runs a previous call finished")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
 
@@ -191,14 +209,18 @@ def main() -> None:
     variants = [(l, n) for l, n in VARIANTS if label(l, n) in args.variants]
     args.minutes_per_run = args.budget_minutes / (len(variants) * args.seeds)
     print(f"{len(variants)} variants x {args.seeds} seeds on {', '.join(g for g, _ in games)}: "
-          f"{args.minutes_per_run:.1f} min and at most {args.agent_steps:,} agent steps per run", flush=True)
+          f"{args.agent_steps:,} agent steps per run, capped at {args.minutes_per_run:.1f} min", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     rows: list[dict] = []
     for seed in range(args.seeds):
         for loss, normaliser in variants:
-            rows += run_one(loss, normaliser, games, seed, args)
+            try:
+                rows += run_one(loss, normaliser, games, seed, args)
+            except KeyboardInterrupt:
+                raise SystemExit(f"study interrupted in {label(loss, normaliser)} seed {seed}; "
+                                 "run the same command with --resume to go on from there")
             with (args.out / "pong_study.csv").open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=COLUMNS)
                 writer.writeheader()
