@@ -116,6 +116,10 @@ class TrainConfig:
     # 1 thread: on 2 shared cores a 2-thread torch collapses ~10x when another job holds a core
     # (measured with scripts/bench_trainer.py); 0 = torch's default.
     torch_threads: int = 1
+    # Run each update on a second thread while this one acts, steps the games and labels: on two
+    # cores the student's backward and the experts' forwards run side by side. The same algorithm
+    # and the same numbers as False (amn/trainer.py says why); False runs them one after the other.
+    overlap_update: bool = True
     # Where the student trains: cpu | cuda | cuda:N | auto (cuda if available, else cpu). Under
     # torchrun, cuda puts each rank on cuda:LOCAL_RANK (amn.distributed.resolve_device); the experts
     # and the replays stay on the CPU either way.

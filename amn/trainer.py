@@ -26,10 +26,12 @@ on the CPU (``map_location="cpu"``), so a GPU run resumes or evaluates anywhere.
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,11 @@ class Learner:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.net, device_ids=device_ids,
                                                            find_unused_parameters=cfg.feature_regression)
+
+    def update_all(self, minibatches: list[list[dict[str, torch.Tensor]]], step: int) -> None:
+        """The updates due at agent step ``step``, one per entry of ``minibatches``, in order."""
+        for batches in minibatches:
+            self.update(batches, step)
 
     def update(self, batches: list[dict[str, torch.Tensor]], step: int) -> None:
         """One gradient step on ``batches`` (one replay sample per game of ``self.games``, CPU tensors)."""
@@ -305,13 +312,35 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     signal.signal(signal.SIGTERM, on_sigterm)
     if ddp.enabled:  # Ctrl-C reaches every rank at a different point of the loop: same treatment
         signal.signal(signal.SIGINT, on_sigterm)
+    # cfg.overlap_update: each step's updates run on a second thread while this one acts, steps the
+    # games and labels (two cores: the student's backward beside the experts' forwards). The numbers
+    # stay those of the sequential loop, whatever the thread timing: the minibatches are drawn before
+    # the step stores anything, and the student acts through `actor`, a copy of its weights from
+    # before the update. Without overlap, `actor` is the student and the update follows the step.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amn-update") if cfg.overlap_update else None
+    actor = copy.deepcopy(student) if pool else student
     bar = tqdm(total=cfg.total_agent_steps, initial=counters["agent_steps"], unit="step", unit_scale=True,
                dynamic_ncols=True, disable=not progress or not ddp.is_main, desc=cfg.name, mininterval=1.0)
     try:
         while counters["agent_steps"] < cfg.total_agent_steps:
             steps_per_game = counters["agent_steps"] // G
             epsilon = cfg.epsilon_at(steps_per_game)
-            finished = collector.step(student, epsilon, rng)
+            # The updates due with this step: one per train_every_per_game agent steps of each game,
+            # once every replay is warm. Their minibatches are drawn now, before this step's states
+            # are stored, so the update may run while the games step.
+            step = counters["agent_steps"] + per_lockstep
+            due = (step // G) // cfg.train_every_per_game - steps_per_game // cfg.train_every_per_game
+            if not all(len(r) >= cfg.learning_starts_per_game for r in replays):
+                due = 0
+            batches = [[r.sample(B, rng) for r in replays] for _ in range(due)]
+            update = pool.submit(learner.update_all, batches, step) if pool and batches else None
+            finished = collector.step(actor, epsilon, rng)  # act, step the games, label, store
+            if update is not None:
+                update.result()  # re-raises NonFiniteLoss from the update thread
+                actor.load_state_dict(student.state_dict())
+            elif batches:
+                learner.update_all(batches, step)
+            counters["updates"] += len(batches)
             for g, ret, length in finished:
                 counters["episodes"] += 1
                 latest_return[games[g]] = ret
@@ -320,14 +349,6 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
             counters["lockstep_steps"] += 1
             counters["agent_steps"] += per_lockstep
             bar.update(per_lockstep)
-
-            # One update per train_every_per_game agent steps of each game, once every replay is warm.
-            new_steps_per_game = counters["agent_steps"] // G
-            due = new_steps_per_game // cfg.train_every_per_game - steps_per_game // cfg.train_every_per_game
-            if all(len(r) >= cfg.learning_starts_per_game for r in replays):
-                for _ in range(due):
-                    learner.update([r.sample(B, rng) for r in replays], counters["agent_steps"])
-                    counters["updates"] += 1
 
             if counters["agent_steps"] - last_log_steps >= cfg.log_every_agent_steps:
                 now = time.monotonic()
@@ -369,6 +390,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     except (KeyboardInterrupt, _Stop):
         status = "interrupted"
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True)  # an update in flight finishes before anything is checkpointed
         signal.signal(signal.SIGTERM, previous_sigterm)
         if ddp.enabled:
             signal.signal(signal.SIGINT, previous_sigint)

@@ -212,3 +212,25 @@ def test_non_finite_loss_stops_with_step_and_game_and_keeps_checkpoint(tmp_path,
     assert code == 1
     assert "non-finite policy-regression loss" in err and "agent step" in err and "Pong" in err
     assert hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest() == good
+
+
+def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path):
+    """The update thread changes timing only: the same student, optimiser state and counters."""
+    from amn.trainer import train
+
+    ckpts = {}
+    for overlap in (True, False):
+        run = tmp_path / f"overlap-{overlap}"
+        cfg = tiny_config("total_agent_steps=600", f"overlap_update={str(overlap).lower()}")
+        train(cfg, run, progress=False, evaluate=False)
+        ckpts[overlap] = torch.load(run / "checkpoint.pt", weights_only=False)
+    threaded, sequential = ckpts[True], ckpts[False]
+    assert threaded["counters"] == sequential["counters"] and threaded["counters"]["updates"] > 100
+    for name, tensor in sequential["student"].items():
+        assert torch.equal(threaded["student"][name], tensor), name
+    assert torch.equal(threaded["optimizer"]["state"][0]["exp_avg_sq"], sequential["optimizer"]["state"][0]["exp_avg_sq"])
+    from amn.student import Student
+
+    torch.manual_seed(cfg.seed)  # the trainer's initial student: the updates did move it
+    initial = Student(1).state_dict()
+    assert all(not torch.equal(initial[k], threaded["student"][k]) for k in ("trunk.0.weight", "heads.0.weight"))
