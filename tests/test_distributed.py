@@ -279,7 +279,8 @@ def test_torchrun_two_ranks_end_to_end_sigterm_and_resume(tmp_path, tiny_experts
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ckpt["counters"]["agent_steps"] == 600 and ckpt["counters"]["lockstep_steps"] == 300
-    assert ckpt["counters"]["updates"] == (300 - 100) // 4 + 1  # one per 4 steps of each game once warm
+    # One per 4 steps of each game, from the first step that starts with warm replays (100 each).
+    assert ckpt["counters"]["updates"] == (300 - 100) // 4
     assert not any(k.startswith("module.") for k in ckpt["student"])
 
     # Both ranks ended with the same parameters, and they are the checkpoint's.
