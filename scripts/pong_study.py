@@ -18,7 +18,11 @@ CSV). Writes under ``--out`` (default ``docs/results/``):
 - ``pong_study_returns.png``: evaluation return vs frames, mean and min–max over
   seeds, one panel per game;
 - ``pong_study_normaliser.png``: per variant, the share of rows the naive form
-  gets wrong, of rows sent to cross-entropy, and of non-finite rows, over training.
+  gets wrong, of rows sent to cross-entropy, and of non-finite rows, over training;
+- ``pong_study_final.csv`` (also printed as a Markdown table): per variant and game,
+  the last evaluation of every seed (mean ± std over the seeds that finished) and
+  % of the expert, whose score is measured here under the same protocol
+  (``--expert-episodes`` games, the config's evaluation ε and frame cap).
 
 A run whose loss turns non-finite (naive CC on tied logits) stops with
 ``NonFiniteLoss``; the study records the step and goes on with the next run.
@@ -134,6 +138,78 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
     return rows
 
 
+FINAL_COLUMNS = ["loss", "normaliser", "game", "seeds", "finished", "agent_steps", "return_mean", "return_std",
+                 "expert_mean", "expert_std", "random", "percent_expert", "failures"]
+
+
+def expert_scores(games: list[tuple[str, str]], args) -> dict[str, list[float]]:
+    """Each game's expert under the students' evaluation protocol, cached in the runs directory."""
+    from amn.config import load_config
+    from amn.evaluation import play_games
+    from experts import load_expert
+
+    cfg = load_config(ROOT / "configs" / "default.yaml", list(args.set))
+    cache = args.runs_dir / "expert_scores.json"
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    out = {}
+    for game, spec in games:
+        key = json.dumps({"game": game, "expert": spec, "episodes": args.expert_episodes, "epsilon": cfg.eval_epsilon,
+                          "sticky": cfg.eval_sticky, "max_frames": cfg.eval_max_frames}, sort_keys=True)
+        if key not in cached:
+            expert = load_expert(spec)
+            cached[key] = play_games(expert.act, game, args.expert_episodes, epsilon=cfg.eval_epsilon,
+                                     sticky=cfg.eval_sticky, max_frames=cfg.eval_max_frames, seed=10_000,
+                                     progress=not args.quiet)
+            args.runs_dir.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(cached, indent=1))
+        out[game] = cached[key]
+    return out
+
+
+def final_table(rows: list[dict], experts: dict[str, list[float]]) -> list[dict]:
+    """Per (variant, game): the last evaluation of each seed; a seed that went non-finite counts as failed."""
+    import numpy as np
+
+    from amn.evaluation import HUMAN_RANDOM
+
+    table = []
+    for loss, normaliser in VARIANTS:
+        for game, expert in experts.items():
+            sel = [r for r in rows if r["loss"] == loss and (r["normaliser"] or None) == normaliser and r["game"] == game]
+            if not sel:
+                continue
+            last = {}
+            for r in sel:  # rows are in step order within a seed
+                last[r["seed"]] = r
+            finals = [r["return_mean"] for r in last.values() if not r["status"].startswith("nonfinite")]
+            failures = [f"seed {r['seed']} at agent step {r['agent_steps']}" for r in last.values()
+                        if r["status"].startswith("nonfinite")]
+            random_score = HUMAN_RANDOM[game][0]
+            mean = float(np.mean(finals)) if finals else math.nan
+            table.append({
+                "loss": loss, "normaliser": normaliser or "", "game": game, "seeds": len(last),
+                "finished": len(finals), "agent_steps": max(r["agent_steps"] for r in last.values()),
+                "return_mean": mean, "return_std": float(np.std(finals)) if finals else math.nan,
+                "expert_mean": float(np.mean(expert)), "expert_std": float(np.std(expert)), "random": random_score,
+                "percent_expert": 100 * (mean - random_score) / (float(np.mean(expert)) - random_score),
+                "failures": "; ".join(failures),
+            })
+    return table
+
+
+def markdown(table: list[dict]) -> str:
+    lines = ["| variant | game | seeds finished | final return (mean ± std over seeds) | % of expert | non-finite |",
+             "|---|---|---|---|---|---|"]
+    for t in table:
+        ret = "—" if math.isnan(t["return_mean"]) else f"{t['return_mean']:.1f} ± {t['return_std']:.1f}"
+        pct = "—" if math.isnan(t["percent_expert"]) else f"{t['percent_expert']:.0f} %"
+        lines.append(f"| {label(t['loss'], t['normaliser'] or None)} | {t['game']} | {t['finished']}/{t['seeds']} "
+                     f"| {ret} | {pct} | {t['failures'] or '—'} |")
+    expert = "; ".join(f"{t['game']} {t['expert_mean']:.1f} ± {t['expert_std']:.1f}"
+                       for t in {t["game"]: t for t in table}.values())
+    return "\n".join(lines) + f"\n\nexpert under the same protocol: {expert}"
+
+
 def plot(rows: list[dict], out: Path) -> None:
     import matplotlib
 
@@ -193,6 +269,8 @@ def main() -> None:
     parser.add_argument("--agent-steps", type=int, default=100_000, help="budget per run, summed over games")
     parser.add_argument("--eval-every", type=int, default=20_000)
     parser.add_argument("--eval-episodes", type=int, default=3)
+    parser.add_argument("--expert-episodes", type=int, default=10,
+                        help="games the expert plays under the same protocol, for %% of expert")
     parser.add_argument("--log-every", type=int, default=2_000)
     parser.add_argument("--variants", nargs="+", default=[label(l, n) for l, n in VARIANTS])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
@@ -226,6 +304,12 @@ def main() -> None:
                 writer.writeheader()
                 writer.writerows(rows)
     plot(rows, args.out)
+    table = final_table(rows, expert_scores(games, args))
+    with (args.out / "pong_study_final.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FINAL_COLUMNS)
+        writer.writeheader()
+        writer.writerows(table)
+    print(markdown(table))
     print(f"study done in {(time.monotonic() - start) / 60:.1f} min: {args.out / 'pong_study.csv'}")
 
 

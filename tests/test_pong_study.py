@@ -18,7 +18,7 @@ TINY = ["learning_starts_per_game=200", "replay_capacity_per_game=2000", "eval_m
 
 def run_study(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [sys.executable, str(REPO / "scripts" / "pong_study.py"), "--seeds", "1", "--agent-steps", "800",
-            "--eval-every", "400", "--eval-episodes", "1", "--log-every", "200", "--variants", "ce", "cc/naive",
+            "--eval-every", "400", "--eval-episodes", "1", "--expert-episodes", "1", "--log-every", "200", "--variants", "ce", "cc/naive",
             "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--quiet", *extra]
     for override in TINY:
         args += ["--set", override]
@@ -46,6 +46,13 @@ def test_study_writes_csv_and_plots_records_naive_failure_and_resumes(tmp_path):
     assert int(naive[-1]["agent_steps"]) <= 800
     for png in ("pong_study_returns.png", "pong_study_normaliser.png"):
         assert (tmp_path / "out" / png).stat().st_size > 10_000
+
+    with (tmp_path / "out" / "pong_study_final.csv").open() as f:
+        final = {r["loss"] + "/" + r["normaliser"]: r for r in csv.DictReader(f)}
+    assert final["ce/"]["finished"] == "1" and final["ce/"]["return_mean"] == ce[-1]["return_mean"]
+    assert float(final["ce/"]["expert_mean"]) > float(final["ce/"]["random"])  # the expert played, same protocol
+    assert final["cc/naive"]["finished"] == "0" and final["cc/naive"]["failures"].startswith("seed 0 at agent step")
+    assert "| cc/naive | Pong | 0/1 |" in first.stdout
 
     again = run_study(tmp_path, "--resume")
     assert again.returncode == 0, again.stderr[-2000:]
