@@ -143,8 +143,9 @@ class Learner:
             out = self.loss_fn(z, batch["target"], mask, batch.get("values"))
             loss_g = out.loss.mean()
             if not torch.isfinite(loss_g):
+                bad = int((~torch.isfinite(out.loss)).sum())
                 problem = (f"non-finite policy-regression loss ({loss_g.item()}) at agent step {step} "
-                           f"in {names[g]} (loss {cfg.loss})")
+                           f"in {names[g]} (loss {cfg.loss}): {bad} of {out.loss.numel()} rows non-finite")
                 break
             policy_losses.append(loss_g)
             stats.mean(f"{names[g]}/policy_regression_loss", loss_g.item())

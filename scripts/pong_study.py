@@ -37,6 +37,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -115,10 +116,14 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
         previous = 0
         points = [e for e in evaluations if e["game"] == game]
         last_step = max([e["agent_steps"] for e in points], default=0)
-        if status.startswith("nonfinite"):  # a row marking where the run stopped
+        failed_batch = {}
+        if status.startswith("nonfinite"):  # a row marking where the run stopped, with the failing batch
             failed_at = int(status.split("agent step ")[1].split()[0]) if "agent step " in status else last_step
             points.append({"agent_steps": failed_at, "return_mean": math.nan, "return_std": math.nan,
                            "episodes": 0, "game": game})
+            share = re.search(rf"in {game} .*: (\d+) of (\d+) rows non-finite", status)
+            if share:
+                failed_batch = {"nonfinite_rows": int(share[1]), "rows": int(share[2])}
         for point in points:
             step = point["agent_steps"]
             counts = defaultdict(float)
@@ -127,6 +132,9 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
                     for key, value in values.items():
                         counts[key] += value
             previous = step
+            if point is points[-1]:
+                for key, value in failed_batch.items():
+                    counts[key] += value
             rows.append({
                 "loss": loss, "normaliser": normaliser or "", "game": game, "seed": seed,
                 "agent_steps": step, "frames": 4 * step,

@@ -44,6 +44,7 @@ def test_study_writes_csv_and_plots_records_naive_failure_and_resumes(tmp_path):
     assert naive[-1]["status"].startswith("nonfinite"), naive
     assert naive[-1]["return_mean"] == "nan"
     assert int(naive[-1]["agent_steps"]) <= 800
+    assert 0 < int(naive[-1]["nonfinite_rows"]) <= int(naive[-1]["rows"])  # the failing batch's share
     for png in ("pong_study_returns.png", "pong_study_normaliser.png"):
         assert (tmp_path / "out" / png).stat().st_size > 10_000
 

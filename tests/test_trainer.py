@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -211,6 +212,7 @@ def test_non_finite_loss_stops_with_step_and_game_and_keeps_checkpoint(tmp_path,
     err = capsys.readouterr().err
     assert code == 1
     assert "non-finite policy-regression loss" in err and "agent step" in err and "Pong" in err
+    assert re.search(r": (\d+) of \1 rows non-finite", err), err  # every row of the poisoned batch
     assert hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest() == good
 
 
