@@ -51,7 +51,9 @@ def bootstrap_iqm_ci(per_game_episodes: list[np.ndarray], normalise, *, resample
     return float(lo), float(hi)
 
 
-def _expert_scores(cache_path: Path | None, key: str, play) -> tuple[list[float], str]:
+def cached_expert_scores(cache_path: Path | None, key: str, play) -> tuple[list[float], str]:
+    """``play()``'s returns, cached in the JSON file ``cache_path`` under ``key`` (the protocol);
+    also says whether they were played now or read back."""
     cache = {}
     if cache_path is not None and cache_path.is_file():
         try:
@@ -125,7 +127,7 @@ def evaluate_run(path: str | Path, *, games: list[str] | None = None, episodes: 
         student_returns = play_games(act, game, episodes, progress=progress, **protocol)
         key = json.dumps({"game": game, "expert": cfg.games[trained.index(game)].expert,
                           "episodes": episodes, **protocol}, sort_keys=True)
-        expert_returns, source = _expert_scores(
+        expert_returns, source = cached_expert_scores(
             cache_path, key, lambda: play_games(expert.act, game, episodes, progress=progress, **protocol))
         random_score, human_score = HUMAN_RANDOM.get(game, (float("nan"), float("nan")))
         s, e = summarize(student_returns), summarize(expert_returns)

@@ -154,23 +154,18 @@ def expert_scores(games: list[tuple[str, str]], args) -> dict[str, list[float]]:
     """Each game's expert under the students' evaluation protocol, cached in the runs directory."""
     from amn.config import load_config
     from amn.evaluation import play_games
+    from amn.report import cached_expert_scores
     from experts import load_expert
 
     cfg = load_config(ROOT / "configs" / "default.yaml", list(args.set))
-    cache = args.runs_dir / "expert_scores.json"
-    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
     out = {}
     for game, spec in games:
         key = json.dumps({"game": game, "expert": spec, "episodes": args.expert_episodes, "epsilon": cfg.eval_epsilon,
                           "sticky": cfg.eval_sticky, "max_frames": cfg.eval_max_frames}, sort_keys=True)
-        if key not in cached:
-            expert = load_expert(spec)
-            cached[key] = play_games(expert.act, game, args.expert_episodes, epsilon=cfg.eval_epsilon,
-                                     sticky=cfg.eval_sticky, max_frames=cfg.eval_max_frames, seed=10_000,
-                                     progress=not args.quiet)
-            args.runs_dir.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(cached, indent=1))
-        out[game] = cached[key]
+        out[game], _ = cached_expert_scores(args.runs_dir / "expert_scores.json", key, lambda: play_games(
+            load_expert(spec).act, game, args.expert_episodes, epsilon=cfg.eval_epsilon, sticky=cfg.eval_sticky,
+            max_frames=cfg.eval_max_frames, seed=10_000, progress=not args.quiet))
     return out
 
 
