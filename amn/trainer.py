@@ -51,7 +51,35 @@ from amn.tb import Scalars
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss or gradient became NaN/inf; the run stops and keeps its last good checkpoint."""
+    """The loss or gradient became NaN/inf; the run stops and keeps its last good checkpoint.
+
+    Besides the message: ``step`` (agent step), ``game`` (None for the gradient or another rank)
+    and, for a non-finite loss, ``rows`` and ``nonfinite_rows`` of the failing batch.
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, game: str | None = None,
+                 rows: int = 0, nonfinite_rows: int = 0):
+        super().__init__(message)
+        self.step, self.game, self.rows, self.nonfinite_rows = step, game, rows, nonfinite_rows
+
+
+def build_student(cfg: TrainConfig, device: torch.device | str = "cpu"):
+    """``(student, projections, params, optimizer)`` for ``cfg``, initialised from ``cfg.seed``.
+
+    ``projections``: for feature regression, one linear map per game from the student's 512
+    features to the expert's (empty otherwise); ``params`` are what the optimiser updates.
+    """
+    torch.manual_seed(cfg.seed)  # the same student init on every rank (DDP also broadcasts rank 0's)
+    # Initialised on the CPU, then moved: the same initial weights on every device.
+    student = Student(cfg.num_games, per_game_heads=cfg.per_game_heads).to(device)
+    projections = nn.ModuleList(nn.Linear(FEATURE_DIM, FEATURE_DIM) for _ in range(cfg.num_games)) \
+        if cfg.feature_regression else nn.ModuleList()
+    projections.to(device)
+    params = list(student.parameters()) + list(projections.parameters())
+    # fused: one kernel for all parameters (CPU and CUDA), measured 33 ms -> 5 ms per step here (1 thread).
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                                 fused=True)
+    return student, projections, params, optimizer
 
 
 def make_loss(cfg: TrainConfig):
@@ -133,12 +161,13 @@ class Learner:
         obs = torch.cat([b["obs"] for b in batches])  # uint8 [G*B, 4, 84, 84]
         logits, projected = self.net(obs, self.batch_game_ids, self.games)  # [G*B, 18], G x [B, 512]
         policy_losses, feature_losses = [], []
-        problem = None
+        problem, failure = None, {}
         for i, (g, batch) in enumerate(zip(self.games, batches)):
             rows = slice(i * B, (i + 1) * B)
             z, mask = logits[rows], self.batch_masks[rows]
             if not torch.isfinite(z[mask]).all():
                 problem = f"student logits are NaN/inf at agent step {step} in {names[g]}"
+                failure = {"game": names[g]}
                 break
             out = self.loss_fn(z, batch["target"], mask, batch.get("values"))
             loss_g = out.loss.mean()
@@ -146,6 +175,7 @@ class Learner:
                 bad = int((~torch.isfinite(out.loss)).sum())
                 problem = (f"non-finite policy-regression loss ({loss_g.item()}) at agent step {step} "
                            f"in {names[g]} (loss {cfg.loss}): {bad} of {out.loss.numel()} rows non-finite")
+                failure = {"game": names[g], "rows": out.loss.numel(), "nonfinite_rows": bad}
                 break
             policy_losses.append(loss_g)
             stats.mean(f"{names[g]}/policy_regression_loss", loss_g.item())
@@ -166,7 +196,8 @@ class Learner:
                 stats.mean(f"{names[g]}/feature_regression_loss", fr.item())
         # Distributed: every rank stops here together, before the backward's all-reduce would wait forever.
         if distributed.any_rank(problem is not None):
-            raise NonFiniteLoss(problem or f"non-finite loss on another rank at agent step {step}")
+            raise NonFiniteLoss(problem or f"non-finite loss on another rank at agent step {step}", step=step,
+                                **failure)
         loss = torch.stack(policy_losses).mean()
         if feature_losses:
             loss = loss + cfg.feature_beta * torch.stack(feature_losses).mean()
@@ -177,7 +208,7 @@ class Learner:
         grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         if not torch.isfinite(grad_norm):  # the same on every rank: the gradients are
             raise NonFiniteLoss(f"non-finite gradient norm at agent step {step} "
-                                f"(games {', '.join(names[g] for g in self.games)})")
+                                f"(games {', '.join(names[g] for g in self.games)})", step=step)
         self.optimizer.step()
         stats.mean("train/loss", loss.item())
         stats.mean("train/grad_norm", grad_norm.item())
@@ -213,17 +244,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
         save_config(cfg, run_dir / "config.yaml")
         print(f"run dir: {run_dir}" + (f" ({ddp.world_size} processes)" if ddp.enabled else ""), file=sys.stderr)
     G, B = cfg.num_games, cfg.batch_per_game
-    torch.manual_seed(cfg.seed)  # the same student init on every rank (DDP also broadcasts rank 0's)
-    # Initialised on the CPU, then moved: the same initial weights on every device.
-    student = Student(G, per_game_heads=cfg.per_game_heads).to(device)
-    # Feature regression: one linear map per game from the student's 512 features to the expert's.
-    projections = nn.ModuleList(nn.Linear(FEATURE_DIM, FEATURE_DIM) for _ in range(G)) \
-        if cfg.feature_regression else nn.ModuleList()
-    projections.to(device)
-    params = list(student.parameters()) + list(projections.parameters())
-    # fused: one kernel for all parameters (CPU and CUDA), measured 33 ms -> 5 ms per step here (1 thread).
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
-                                 fused=True)
+    student, projections, params, optimizer = build_student(cfg, device)
     # Acting and replay sampling: each rank its own stream (rank 0's is the single-process one).
     rng = np.random.default_rng(cfg.seed + 1_000_003 * ddp.rank)
     counters = {"lockstep_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "resumes": 0}

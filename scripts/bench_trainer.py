@@ -30,9 +30,9 @@ import torch
 from amn.collect import Collector, load_experts
 from amn.config import load_config
 from amn.replay import GameReplay
-from amn.student import FEATURE_DIM, Student
+from amn.student import FEATURE_DIM
 from amn.tb import Scalars
-from amn.trainer import Learner, make_loss, train
+from amn.trainer import Learner, build_student, make_loss, train
 
 
 def time_calls(fn, seconds: float) -> float:
@@ -52,12 +52,7 @@ def components(cfg, seconds: float) -> dict[str, float]:
     G, B = cfg.num_games, cfg.batch_per_game
     replays = [GameReplay(2048, cfg.envs_per_game, store_values=loss_fn.needs_expert_values,
                           feature_dim=FEATURE_DIM if cfg.feature_regression else 0) for _ in range(G)]
-    torch.manual_seed(cfg.seed)
-    student = Student(G, per_game_heads=cfg.per_game_heads)
-    projections = torch.nn.ModuleList(torch.nn.Linear(FEATURE_DIM, FEATURE_DIM) for _ in range(G)) \
-        if cfg.feature_regression else torch.nn.ModuleList()
-    params = list(student.parameters()) + list(projections.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=True)
+    student, projections, params, optimizer = build_student(cfg)
     collector = Collector(cfg, experts, replays, seed=cfg.seed)
     learner = Learner(cfg, student, projections, params, optimizer, loss_fn, list(range(G)), collector.masks,
                       Scalars())

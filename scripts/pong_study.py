@@ -37,7 +37,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -96,7 +95,7 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
         *args.set,
     ]
     cfg = load_config(ROOT / "configs" / "default.yaml", overrides)
-    status = "ok"
+    status, failure = "ok", None
     start = time.monotonic()
     try:
         summary = train(cfg, run_dir, progress=not args.quiet, evaluate=False)
@@ -106,6 +105,7 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
             status = f"time cap at agent step {summary['agent_steps']}"
     except NonFiniteLoss as err:
         status = f"nonfinite: {err}"
+        failure = err
     print(f"{name}: {status} ({(time.monotonic() - start) / 60:.1f} min)", flush=True)
 
     evaluations = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()] \
@@ -117,13 +117,11 @@ def run_one(loss: str, normaliser: str | None, games: list[tuple[str, str]], see
         points = [e for e in evaluations if e["game"] == game]
         last_step = max([e["agent_steps"] for e in points], default=0)
         failed_batch = {}
-        if status.startswith("nonfinite"):  # a row marking where the run stopped, with the failing batch
-            failed_at = int(status.split("agent step ")[1].split()[0]) if "agent step " in status else last_step
-            points.append({"agent_steps": failed_at, "return_mean": math.nan, "return_std": math.nan,
-                           "episodes": 0, "game": game})
-            share = re.search(rf"in {game} .*: (\d+) of (\d+) rows non-finite", status)
-            if share:
-                failed_batch = {"nonfinite_rows": int(share[1]), "rows": int(share[2])}
+        if failure is not None:  # a row marking where the run stopped, with the failing batch
+            points.append({"agent_steps": failure.step if failure.step is not None else last_step,
+                           "return_mean": math.nan, "return_std": math.nan, "episodes": 0, "game": game})
+            if failure.game == game:
+                failed_batch = {"nonfinite_rows": failure.nonfinite_rows, "rows": failure.rows}
         for point in points:
             step = point["agent_steps"]
             counts = defaultdict(float)
