@@ -46,6 +46,19 @@ ZOO = {
 }
 
 
+def _record_resume(out: Path, steps: int, at: int) -> None:
+    """A resume with another ``--steps`` rescales the linear schedule from there on; say so in run.json."""
+    meta_path = out / "run.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if meta.get("steps", steps) != steps:
+        print(f"note: {meta_path} planned {meta['steps']:,} steps; the schedule now ends at {steps:,}")
+        meta.setdefault("steps_changes", []).append(dict(at=at, before=meta["steps"], after=steps))
+        meta["steps"] = steps
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, meta_path)
+
+
 class AtomicCheckpoint(BaseCallback):
     """Saves ``latest.zip`` every ``every_seconds`` via write-then-rename."""
 
@@ -125,6 +138,7 @@ def train_expert(
     if resume and ckpt.exists():
         model = cls.load(ckpt, env=env, device="cpu")
         print(f"resuming {ckpt} at step {model.num_timesteps:,}")
+        _record_resume(out, steps, model.num_timesteps)
     else:
         recorded = dict(hp)
         if algo == "ppo":

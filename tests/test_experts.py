@@ -356,3 +356,23 @@ def test_wrong_observations(ppo_zip, pong_obs):
         _one_line(err)
     with pytest.raises(ValueError, match="got list"):
         expert.features(pong_obs.tolist())
+
+
+def test_train_resume_and_a_changed_budget(tmp_path):
+    """`amn experts train` on real Pong: one PPO rollout (8 envs x 128 steps), then `--resume` to two.
+
+    A resume that changes ``--steps`` rescales the linear schedule from that step on; run.json
+    records when and from what, so an exported expert's budget is never misread.
+    """
+    from experts.train import train_expert
+
+    out = tmp_path / "pong-ppo"
+    assert train_expert("Pong", steps=1024, out=out).exists()
+    assert json.loads((out / "progress.json").read_text())["num_timesteps"] == 1024
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train_expert("Pong", steps=1024, out=out)
+    final = train_expert("Pong", steps=2048, out=out, resume=True)
+    assert final.exists() and load_expert(final, game="Pong").num_actions == 6
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["steps"] == 2048 and meta["steps_changes"] == [dict(at=1024, before=1024, after=2048)]
+    assert json.loads((out / "progress.json").read_text())["num_timesteps"] == 2048
