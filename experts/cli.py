@@ -25,8 +25,10 @@ def _command_line() -> str:
     return "amn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def _protocol(epsilon: float, sticky: bool, seed: int, max_frames: int = 108_000) -> str:
-    return (f"full games, raw score, epsilon {epsilon}, {'sticky actions 0.25' if sticky else 'no sticky actions'}, "
+def _protocol(epsilon: float, sticky: bool, seed: int, max_frames: int = 108_000, policy: str = "greedy") -> str:
+    acting = "actions sampled from the policy, " if policy == "sample" else ""
+    return (f"full games, raw score, {acting}epsilon {epsilon}, "
+            f"{'sticky actions 0.25' if sticky else 'no sticky actions'}, "
             f"up to 30 no-op starts, {max_frames:,}-frame cap, ale_py.AtariVectorEnv, seed {seed}")
 
 
@@ -38,21 +40,25 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     expert = load_expert(args.expert, game=args.game)
-    returns = play_games(expert.act, expert.game, args.episodes, epsilon=args.epsilon, sticky=args.sticky,
+    # The zoo samples its Atari policies without ε; greedy play keeps a small ε against stuck states.
+    epsilon = args.epsilon if args.epsilon is not None else (0.0 if args.policy == "sample" else 0.01)
+    act = expert.sampler(args.seed) if args.policy == "sample" else expert.act
+    returns = play_games(act, expert.game, args.episodes, epsilon=epsilon, sticky=args.sticky,
                          seed=args.seed, num_envs=args.num_envs, max_frames=args.max_frames)
     result = summarize(returns)
-    result.update(expert=expert.name, game=expert.game, algo=expert.algo, epsilon=args.epsilon,
+    result.update(expert=expert.name, game=expert.game, algo=expert.algo, policy=args.policy, epsilon=epsilon,
                   sticky=args.sticky, seed=args.seed, max_frames=args.max_frames, command=_command_line())
     if expert.game in HUMAN_RANDOM:
         result["normalized_mean"] = human_normalized(result["mean"], expert.game)
     print(f"{expert.name} ({expert.game}, {expert.algo}): {result['mean']:.1f} ± {result['std']:.1f} "
-          f"over {result['episodes']} games (epsilon {args.epsilon}, {'sticky' if args.sticky else 'no sticky'} actions)")
+          f"over {result['episodes']} games ({args.policy} policy, epsilon {epsilon}, "
+          f"{'sticky' if args.sticky else 'no sticky'} actions)")
     print("games: " + ", ".join(f"{r:g}" for r in returns))
     entries = registry.load_registry()
     key = str(args.expert).lower()
     if key in entries and not Path(args.expert).exists():  # remember the measured score for `amn experts list`
         score = {k: result[k] for k in ("mean", "std", "episodes", "returns")}
-        score["protocol"] = _protocol(args.epsilon, args.sticky, args.seed, args.max_frames)
+        score["protocol"] = _protocol(epsilon, args.sticky, args.seed, args.max_frames, args.policy)
         registry.register(key, dict(entries[key], score=score))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +187,11 @@ def add_parsers(sub) -> None:
     evaluate = esub.add_parser("evaluate", help="play full games with an expert and report the raw score")
     evaluate.add_argument("expert", help="shipped or registered name, or a path (.zip, .pt, .json)")
     evaluate.add_argument("--episodes", type=int, default=10, help="full games to play (default 10)")
-    evaluate.add_argument("--epsilon", type=float, default=0.01)
+    evaluate.add_argument("--policy", choices=("greedy", "sample"), default="greedy",
+                          help="greedy (argmax, the shipped scores' protocol) or sample from softmax(logits) "
+                               "as the rl-zoo plays Atari (PPO/A2C only)")
+    evaluate.add_argument("--epsilon", type=float, default=None,
+                          help="chance of a uniform random action (default 0.01 greedy, 0 sampled)")
     evaluate.add_argument("--sticky", action="store_true", help="sticky actions (ALE v5 protocol)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--num-envs", type=int, default=None, help="games in parallel (default min(episodes, 8))")

@@ -8,6 +8,7 @@ policy logits for PPO/A2C.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,22 @@ class Expert:
     def act(self, obs) -> np.ndarray:
         """Greedy actions ``int64 [B]`` in minimal-action-set indices (for ``amn.evaluation.play_games``)."""
         return self.values(obs).argmax(dim=-1).numpy()
+
+    def sampler(self, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+        """An actor drawing actions ``int64 [B]`` from ``softmax(logits)``, reproducible for a seed.
+
+        This is how the rl-zoo plays Atari with its policy-gradient agents (``enjoy.py`` is
+        stochastic for Atari); Q-values have no policy to sample, so DQN experts refuse.
+        """
+        if self.algo not in ("ppo", "a2c"):
+            raise ValueError(f"{self.name}: a {self.algo} expert has Q-values, not a policy to sample; "
+                             "evaluate it greedily (--policy greedy, with --epsilon)")
+        generator = torch.Generator().manual_seed(seed)
+
+        def act(obs) -> np.ndarray:
+            return torch.multinomial(self.soft_policy(obs), 1, generator=generator).squeeze(1).numpy()
+
+        return act
 
 
 def load_expert(name_or_path: str | Path, *, game: str | None = None) -> Expert:

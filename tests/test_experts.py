@@ -175,6 +175,33 @@ def test_soft_policy(ppo_zip, pong_obs):
             expert.soft_policy(pong_obs, temperature=bad)
 
 
+def test_sampled_policy(ppo_zip, pong_obs, tmp_path, capsys):
+    """`--policy sample` draws from softmax(logits), reproducibly for a seed; DQN experts refuse."""
+    from amn.cli import main
+
+    expert = load_expert(ppo_zip[0])
+    obs = np.repeat(pong_obs, 25, axis=0)  # each of the 4 states 25 times in one batch
+    first = expert.sampler(seed=3)(obs)
+    act = expert.sampler(seed=3)
+    draws = np.concatenate([act(obs).reshape(4, 25) for _ in range(24)], axis=1).T  # [600 draws, 4 states]
+    assert (draws[:25] == first.reshape(4, 25).T).all()  # the same seed gives the same actions
+    probs = expert.soft_policy(pong_obs).numpy()
+    freq = np.stack([(draws == a).mean(axis=0) for a in range(6)], axis=1)
+    bound = 5 * np.sqrt(probs * (1 - probs) / 600) + 1e-3  # 5 sigma of a binomial frequency
+    assert (np.abs(freq - probs) < bound).all(), (freq, probs)
+    assert probs.max() < 0.9  # peaked enough for argmax to fail the bound above, not so peaked that it passes
+    out = tmp_path / "sampled.json"
+    assert main(["experts", "evaluate", str(ppo_zip[0]), "--policy", "sample", "--episodes", "1",
+                 "--max-frames", "400", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["policy"], result["epsilon"], result["episodes"]) == ("sample", 0.0, 1)
+    dqn = tmp_path / "dqn-PongNoFrameskip-v4.zip"
+    _build("dqn").save(dqn)
+    with pytest.raises(ValueError, match="has Q-values, not a policy to sample"):
+        load_expert(dqn).sampler()
+    capsys.readouterr()
+
+
 def test_own_format_round_trip(ppo_zip, pong_obs, tmp_path):
     path, _ = ppo_zip
     score = {"mean": 1.5, "std": 0.5, "episodes": 2, "returns": [1.0, 2.0]}
