@@ -40,7 +40,12 @@ def register(name: str, entry: dict) -> Path:
     entries[name.lower()] = entry
     path = registry_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_json_atomic(path, entries, sort_keys=True)
     return path
+
+
+def write_json_atomic(path: Path, obj: dict, *, sort_keys: bool = False) -> None:
+    """Write ``obj`` as indented JSON to ``path`` via write-then-rename: a kill never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
+    os.replace(tmp, path)

@@ -19,6 +19,7 @@ import torch
 
 from experts.atari import PIPELINES, canonical_game, minimal_action_set
 from experts.network import ExpertNetwork
+from experts.registry import write_json_atomic
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 FORMAT_VERSION = 1
@@ -152,7 +153,5 @@ def export_expert(
         "weights": pt.name,
         "sha256": sha256_file(pt),
     }
-    tmp_json = json_path.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_json, json_path)
+    write_json_atomic(json_path, meta)
     return json_path

@@ -18,6 +18,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from experts.atari import PIPELINE_ALE, canonical_game
+from experts.registry import write_json_atomic
 
 DEFAULT_ROOT = Path(os.environ.get("AMN_HOME", Path.home() / ".cache" / "amn")) / "experts"
 
@@ -46,13 +47,6 @@ ZOO = {
 }
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    """Write-then-rename, so a kill never leaves a half-written run.json or progress.json."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def _record_resume(out: Path, steps: int, at: int) -> None:
     """A resume with another ``--steps`` rescales the linear schedule from there on; say so in run.json."""
     meta_path = out / "run.json"
@@ -61,7 +55,7 @@ def _record_resume(out: Path, steps: int, at: int) -> None:
         print(f"note: {meta_path} planned {meta['steps']:,} steps; the schedule now ends at {steps:,}")
         meta.setdefault("steps_changes", []).append(dict(at=at, before=meta["steps"], after=steps))
         meta["steps"] = steps
-        _write_json(meta_path, meta)
+        write_json_atomic(meta_path, meta)
 
 
 class AtomicCheckpoint(BaseCallback):
@@ -76,7 +70,7 @@ class AtomicCheckpoint(BaseCallback):
         tmp = self.out / "latest.tmp.zip"
         self.model.save(tmp)
         os.replace(tmp, self.out / "latest.zip")
-        _write_json(self.out / "progress.json", {"num_timesteps": self.model.num_timesteps})
+        write_json_atomic(self.out / "progress.json", {"num_timesteps": self.model.num_timesteps})
 
     def _on_step(self) -> bool:
         if time.monotonic() - self.last >= self.every:
@@ -154,7 +148,7 @@ def train_expert(
                     tensorboard_log=str(out / "tb"), **hp)
         meta = dict(game=game, algo=algo, steps=steps, seed=seed, n_envs=n_envs,
                     pipeline=PIPELINE_ALE, hyperparameters=recorded)
-        _write_json(out / "run.json", meta)
+        write_json_atomic(out / "run.json", meta)
     if channels_last:
         model.policy.to(memory_format=torch.channels_last)
     # Saved in the zip's data: the student's collector needs to know how this expert saw life losses.
