@@ -86,7 +86,7 @@ class Collector:
         ``device``: the student's; its forward runs there, everything else on the CPU."""
         self.cfg = cfg
         self.n = cfg.envs_per_game
-        settings = EnvSettings(sticky=cfg.sticky, noop_max=cfg.noop_max)
+        settings = EnvSettings(sticky=cfg.sticky, noop_max=cfg.noop_max, max_frames=cfg.max_frames)
         self.slots: list[GameSlot] = []
         game_indices = list(range(cfg.num_games)) if game_indices is None else list(game_indices)
         for i, expert, replay in zip(game_indices, experts, replays):
@@ -191,15 +191,17 @@ class ExpertActor(torch.nn.Module):
         return logits
 
 
-def play_through_collector(expert, episodes: int, *, epsilon: float = 0.01, seed: int = 0) -> list[float]:
+def play_through_collector(expert, episodes: int, *, epsilon: float = 0.01, seed: int = 0,
+                           max_frames: int = 108_000) -> list[float]:
     """Raw full-game returns of ``expert`` acting ε-greedily in the student's data-collection
     environment, seeing the collector's training view: one side of the observation contract.
 
     One env per game, each counted once (its first game), so short games are not favoured.
+    ``max_frames``: per-game cap in emulator frames (a capped game counts with its score so far).
     """
     from amn.config import GameConfig
 
-    cfg = TrainConfig(games=[GameConfig(expert.game, expert.name)], envs_per_game=episodes)
+    cfg = TrainConfig(games=[GameConfig(expert.game, expert.name)], envs_per_game=episodes, max_frames=max_frames)
     collector = Collector(cfg, [expert], [GameReplay(64 * episodes, episodes)], seed=seed)
     actor, rng = ExpertActor(expert), np.random.default_rng(seed)
     slot = collector.slots[0]

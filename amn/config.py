@@ -97,6 +97,7 @@ class TrainConfig:
     envs_per_game: int = 1
     sticky: bool = False
     noop_max: int = 30
+    max_frames: int = 108_000  # per-game cap in emulator frames (ALE's default); a capped game ends as a game over
     # Does a life loss start a new frame stack in the training view (training only)? None: as each
     # game's expert was trained (rl-zoo agents: yes, SB3's AtariWrapper; `amn experts train`: no).
     life_loss_boundary: bool | None = None
@@ -302,7 +303,8 @@ def validate(cfg: TrainConfig) -> None:
             raise UsageError(f"config: game {g.game} listed twice")
         seen.add(g.game)
     positive = ["total_agent_steps", "train_every_per_game", "batch_per_game",
-                "replay_capacity_per_game", "envs_per_game", "eval_episodes", "log_every_agent_steps", "eval_max_frames"]
+                "replay_capacity_per_game", "envs_per_game", "eval_episodes", "log_every_agent_steps", "eval_max_frames",
+                "max_frames"]
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise UsageError(f"config: {name} must be > 0, got {getattr(cfg, name)}")
