@@ -271,6 +271,10 @@ class StudentLoss:
     needs_expert_values: ClassVar[bool] = False
     hard_label: ClassVar[bool] = False  # uses only the expert's argmax action
 
+    def __init__(self) -> None:
+        """No options. A loss with options takes them as keyword arguments of its own ``__init__``
+        (``get_loss`` and :meth:`options` read them from its signature)."""
+
     def options(self) -> dict[str, Any]:
         """The constructor options of this instance, for logging."""
         params = inspect.signature(type(self).__init__).parameters

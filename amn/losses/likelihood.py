@@ -28,9 +28,6 @@ class CrossEntropy(StudentLoss):
     name = "ce"
     proper = True
 
-    def __init__(self) -> None:
-        pass
-
     def _rows(self, logits, target, mask, expert_values):
         logp = _masked_log_softmax(logits, mask)
         return -(target * logp).sum(-1), {}
@@ -112,9 +109,6 @@ class MSELogits(StudentLoss):
     name = "mse-logits"
     proper = True
     needs_expert_values = True
-
-    def __init__(self) -> None:
-        pass
 
     def _rows(self, logits, target, mask, expert_values):
         assert expert_values is not None

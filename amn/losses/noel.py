@@ -56,9 +56,6 @@ class NoelM(_NoelLoss):
 
     name = "noel-m"
 
-    def __init__(self) -> None:
-        pass
-
     def _noel(self, logp, log1mp, mask, c):
         return (_at(log1mp, c) - _at(logp, c)).exp()
 
@@ -77,9 +74,6 @@ class NoelMFull(_NoelLoss):
     """
 
     name = "noel-m-full"
-
-    def __init__(self) -> None:
-        pass
 
     def _noel(self, logp, log1mp, mask, c):
         others = mask.scatter(-1, c.unsqueeze(-1), False)
@@ -123,9 +117,6 @@ class NoelL(_NoelLoss):
 
     name = "noel-l"
 
-    def __init__(self) -> None:
-        pass
-
     def _noel(self, logp, log1mp, mask, c):
         return (-0.5 * _log_1m_sq(_at(log1mp, c), _at(logp, c))).exp()
 
@@ -144,9 +135,6 @@ class NoelLFull(_NoelLoss):
     """
 
     name = "noel-l-full"
-
-    def __init__(self) -> None:
-        pass
 
     def _noel(self, logp, log1mp, mask, c):
         is_c = torch.zeros_like(mask).scatter(-1, c.unsqueeze(-1), True)
@@ -170,9 +158,6 @@ class Parabolic(_NoelLoss):
 
     name = "parabolic"
 
-    def __init__(self) -> None:
-        pass
-
     def _noel(self, logp, log1mp, mask, c):
         return _log_1m_sq(_at(logp, c), _at(log1mp, c)).exp()
 
@@ -189,9 +174,6 @@ class Circle(_NoelLoss):
     """
 
     name = "circle"
-
-    def __init__(self) -> None:
-        pass
 
     def _noel(self, logp, log1mp, mask, c):
         return (0.5 * _log_1m_sq(_at(logp, c), _at(log1mp, c))).exp()
@@ -210,9 +192,6 @@ class Cos(_NoelLoss):
     """
 
     name = "cos"
-
-    def __init__(self) -> None:
-        pass
 
     def _noel(self, logp, log1mp, mask, c):
         return torch.sin(0.5 * math.pi * _at(log1mp, c).exp())

@@ -30,9 +30,6 @@ class Squentropy(StudentLoss):
     proper = False
     hard_label = True
 
-    def __init__(self) -> None:
-        pass
-
     def _rows(self, logits, target, mask, expert_values):
         c = _expert_argmax(target, mask)
         logp = _masked_log_softmax(logits, mask)
@@ -55,9 +52,6 @@ class SquentropySoft(StudentLoss):
 
     name = "squentropy-soft"
     proper = False
-
-    def __init__(self) -> None:
-        pass
 
     def _rows(self, logits, target, mask, expert_values):
         logp = _masked_log_softmax(logits, mask)
