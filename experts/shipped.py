@@ -155,3 +155,12 @@ def export_expert(
     }
     write_json_atomic(json_path, meta)
     return json_path
+
+
+def record_score(json_path: str | Path, score: dict) -> Path:
+    """Store ``score`` (as for :func:`export_expert`) in an exported expert's ``.json``, atomically."""
+    json_path = Path(json_path)
+    meta = read_metadata(json_path)
+    meta["score"] = dict(score, protocol=score.get("protocol", DEFAULT_PROTOCOL))
+    write_json_atomic(json_path, meta)
+    return json_path

@@ -4,7 +4,7 @@
 Reads the run's TensorBoard events (SB3's ``rollout/ep_rew_mean``: the mean raw
 full-game score of the last 100 training games, played by the stochastic policy
 with clipped-reward training underneath) and writes ``<out>.csv`` (agent steps,
-wall-clock minutes since the start, score) and ``<out>.png``.
+training minutes, pauses left out, score) and ``<out>.png``.
 
     python scripts/expert_learning_curve.py /root/amn-runs/pong-ppo --out docs/results/expert_pong
 """
@@ -17,22 +17,36 @@ import json
 from pathlib import Path
 
 
+PAUSE_MINUTES = 2.0  # SB3 logs every rollout (seconds apart); a longer gap is a paused process (SIGSTOP)
+
+
 def read_curve(run_dir: Path) -> list[tuple[int, float, float]]:
-    """``[(agent_steps, minutes since the first point, ep_rew_mean), ...]`` over every ``tb/run_*``."""
+    """``[(agent_steps, training minutes so far, ep_rew_mean), ...]`` over every events file of the run.
+
+    Each ``--resume`` writes a new events file that restarts from its checkpoint, so a later
+    file replaces the earlier files' points from its first step on. Training minutes add up the
+    gaps between consecutive points of one process, leaving out pauses (gaps over
+    ``PAUSE_MINUTES``) and the time between an interruption and its resume.
+    """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    points: dict[int, tuple[float, float]] = {}
-    for events in sorted((run_dir / "tb").glob("run_*")):
+    runs = []
+    for events in (run_dir / "tb").glob("run_*/events.out.tfevents.*"):
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
         if "rollout/ep_rew_mean" in acc.Tags()["scalars"]:
-            for e in acc.Scalars("rollout/ep_rew_mean"):
-                points[e.step] = (e.wall_time, e.value)  # a resumed run overwrites the steps it repeats
-    if not points:
+            runs.append([(e.step, e.wall_time, e.value) for e in acc.Scalars("rollout/ep_rew_mean")])
+    if not runs:
         raise SystemExit(f"{run_dir}/tb has no rollout/ep_rew_mean yet")
-    steps = sorted(points)
-    t0 = points[steps[0]][0]
-    return [(s, (points[s][0] - t0) / 60, points[s][1]) for s in steps]
+    merged: list[tuple[int, float, float, int]] = []  # (step, wall time, score, process)
+    for proc, points in enumerate(sorted(runs, key=lambda r: r[0][1])):
+        merged = [p for p in merged if p[0] < points[0][0]] + [(s, w, v, proc) for s, w, v in points]
+    curve, minutes = [], 0.0
+    for prev, (step, wall, value, proc) in zip([None] + merged, merged):
+        if prev is not None and prev[3] == proc and (wall - prev[1]) / 60 <= PAUSE_MINUTES:
+            minutes += (wall - prev[1]) / 60
+        curve.append((step, minutes, value))
+    return curve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["agent_steps", "wall_minutes", "ep_rew_mean"])
+        w.writerow(["agent_steps", "training_minutes", "ep_rew_mean"])
         w.writerows((s, f"{m:.2f}", f"{r:.2f}") for s, m, r in curve)
 
     import matplotlib

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from amn.evaluation import HUMAN_RANDOM, human_normalized, human_normalized_summary, play_games, summarize
+from amn.evaluation import (HUMAN_RANDOM, human_normalized, human_normalized_summary, play_games,
+                            play_games_side_by_side, summarize)
 
 
 def _noop(obs: np.ndarray) -> np.ndarray:
@@ -26,6 +27,25 @@ def test_quota_per_env_is_deterministic():
     first = play_games(_noop, "Breakout", 3, **kwargs)
     assert len(first) == 3  # env 0 plays 2 games, env 1 plays 1; later games are ignored
     assert play_games(_noop, "Breakout", 3, **kwargs) == first
+
+
+def _paddle_follower(obs: np.ndarray) -> np.ndarray:
+    """A policy that reads its own observations: the brightest column of the bottom rows decides."""
+    column = obs[:, -1, 70:80, :].sum(axis=1).argmax(axis=1)
+    return np.where(column < 42, 3, 2).astype(np.int64)  # Breakout: LEFT / RIGHT
+
+
+def _fire_then_left(obs: np.ndarray) -> np.ndarray:
+    return np.where(obs[:, -1].mean(axis=(1, 2)) > 0, 1, 3).astype(np.int64)
+
+
+def test_side_by_side_plays_the_same_games_as_alone():
+    """Each agent must see its own block of envs, seeded and explored as when it plays alone."""
+    kwargs = dict(epsilon=0.3, seed=7, num_envs=2, max_frames=3_000, progress=False)
+    alone = [play_games(act, "Breakout", 3, **kwargs) for act in (_paddle_follower, _fire_then_left, _noop)]
+    assert play_games_side_by_side([_paddle_follower, _fire_then_left, _noop], "Breakout", 3, **kwargs) == alone
+    assert play_games_side_by_side([_noop, _paddle_follower], "Breakout", 3, **kwargs) == [alone[2], alone[0]]
+    assert alone[0] != alone[2]  # the agents differ, so a mixed-up block would show
 
 
 def test_frame_cap_ends_a_game():

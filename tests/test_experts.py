@@ -219,6 +219,28 @@ def test_own_format_round_trip(ppo_zip, pong_obs, tmp_path):
     assert load_expert(pt).name == "pong_test"  # either half of the pair may be named
 
 
+def test_cli_export_measures_the_exported_weights(ppo_zip, tmp_path, monkeypatch, capsys):
+    """The shipped score is of the float16 file that ships, not of the float32 source it came from."""
+    import amn.evaluation
+    from amn.cli import main
+
+    played, real_play = [], amn.evaluation.play_games
+
+    def spy(act, game, episodes, **kwargs):
+        played.append(act.__self__.meta)
+        return real_play(act, game, episodes, **kwargs)
+
+    monkeypatch.setattr(amn.evaluation, "play_games", spy)
+    out = tmp_path / "shipped"
+    assert main(["experts", "export", str(ppo_zip[0]), "--name", "pong_cli", "--episodes", "1",
+                 "--out-dir", str(out)]) == 0
+    meta = json.loads((out / "pong_cli.json").read_text())
+    assert len(played) == 1 and played[0]["format"] == "own" and played[0]["source"] == str(out / "pong_cli.json")
+    assert meta["score"]["episodes"] == 1 and "epsilon 0.01" in meta["score"]["protocol"]
+    assert meta["sha256"] == load_expert(out / "pong_cli.json").meta["sha256"]  # still loads: json and weights agree
+    assert "measured the exported weights" in capsys.readouterr().out
+
+
 def test_training_pipeline_is_recorded(ppo_zip, tmp_path):
     """Experts from `amn experts train` keep stacking frames over a life loss; zoo agents restart the stack."""
     path, model = ppo_zip
