@@ -29,36 +29,13 @@ HUMAN_RANDOM: dict[str, tuple[float, float]] = {
 Actor = Callable[[np.ndarray], np.ndarray]
 
 
-def play_games(
-    act: Actor,
-    game: str,
-    episodes: int,
-    *,
-    epsilon: float = 0.01,
-    sticky: bool = False,
-    seed: int = 0,
-    num_envs: int | None = None,
-    max_frames: int = 108_000,
-    progress: bool = True,
-) -> list[float]:
+def play_games(act: Actor, game: str, episodes: int, **protocol) -> list[float]:
     """Play ``episodes`` full games and return their raw scores, in the order they finished.
 
-    :param act: greedy policy, ``uint8 [N, 4, 84, 84] -> int [N]`` in the game's minimal
-        action set; epsilon-greedy exploration is applied here, not by ``act``
-    :param game: any spelling ``experts.atari.canonical_game`` accepts
-    :param epsilon: probability of replacing the greedy action by a uniform random one
-    :param sticky: sticky actions (repeat probability 0.25, ALE v5) instead of none
-    :param seed: seeds the environments and the exploration noise
-    :param num_envs: games played in parallel (default ``min(episodes, 8)``)
-    :param max_frames: per-game cap in emulator frames (a capped game counts with its score so far)
-    :param progress: show a tqdm bar (games done, ETA, running mean)
-
-    Each env is assigned its number of games up front (``episodes`` split as evenly as
-    possible) and later games it starts are ignored, so the result is not biased toward
-    short games, as "take the first ``episodes`` to finish" would be.
+    ``protocol`` takes the keyword options of :func:`play_games_side_by_side` (epsilon,
+    sticky, seed, num_envs, max_frames, progress), documented there; this is its one-agent case.
     """
-    return play_games_side_by_side([act], game, episodes, epsilon=epsilon, sticky=sticky, seed=seed,
-                                   num_envs=num_envs, max_frames=max_frames, progress=progress)[0]
+    return play_games_side_by_side([act], game, episodes, **protocol)[0]
 
 
 def play_games_side_by_side(
@@ -73,7 +50,23 @@ def play_games_side_by_side(
     max_frames: int = 108_000,
     progress: bool = True,
 ) -> list[list[float]]:
-    """``[play_games(act, ...) for act in acts]``, the same games, played at once.
+    """Each agent's raw full-game scores, ``[play_games(act, ...) for act in acts]``, played at once.
+
+    :param acts: greedy policies, ``uint8 [N, 4, 84, 84] -> int [N]`` in the game's minimal
+        action set; epsilon-greedy exploration is applied here, not by an ``act``
+    :param game: any spelling ``experts.atari.canonical_game`` accepts
+    :param episodes: full games per agent
+    :param epsilon: probability of replacing the greedy action by a uniform random one
+    :param sticky: sticky actions (repeat probability 0.25, ALE v5) instead of none
+    :param seed: seeds the environments and the exploration noise
+    :param num_envs: games played in parallel per agent (default ``min(episodes, 8)``)
+    :param max_frames: per-game cap in emulator frames (a capped game counts with its score so far)
+    :param progress: show a tqdm bar (games done, ETA, running means)
+
+    Each env is assigned its number of games up front (``episodes`` split as evenly as
+    possible) and later games it starts are ignored, so the result is not biased toward
+    short games, as "take the first ``episodes`` to finish" would be. Scores are listed in
+    the order they finished.
 
     Each agent has its own vector env, seeded and explored exactly as when it plays alone,
     so the returns are identical. They take turns: while one agent's network picks its
