@@ -3,7 +3,7 @@
 #
 # torch: the CPU build by default. With a GPU, override the spec, e.g.
 #   make test TORCH_SPEC='torch==2.13.0' PIP_EXTRA='--index-url https://download.pytorch.org/whl/cu124'
-# pyproject only asks for a range (torch>=2.2,<3), so an installed build is kept.
+# pyproject only asks for a range (torch>=2.4,<3: fused Adam on CPU), so an installed build is kept.
 
 PYTHON ?= python3
 VENV ?= .venv

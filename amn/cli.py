@@ -2,7 +2,8 @@
 
 Each subsystem adds its own subcommands (``add_parsers(subparsers)``), so this
 file only routes: ``amn experts ...`` lives in ``experts/cli.py``,
-``amn train-student`` and ``amn evaluate`` in ``amn/student_cli.py``.
+``amn train-student`` and ``amn evaluate`` in ``amn/student_cli.py``, ``amn study`` in
+``amn/study.py``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-class UsageError(Exception):
-    """A bad input the user can fix; printed as one line, exit code 2."""
+from amn.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,12 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amn", description="Actor-Mimic multi-task policy distillation on Atari.")
     sub = parser.add_subparsers(dest="command", required=True)
     experts_cli.add_parsers(sub)
-    try:
-        from amn import student_cli
-    except ImportError:  # the trainer is not there yet
-        student_cli = None
-    if student_cli is not None:
-        student_cli.add_parsers(sub)
+    from amn import student_cli
+
+    student_cli.add_parsers(sub)
+    from amn import study
+
+    study.add_parsers(sub)
     return parser
 
 

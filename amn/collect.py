@@ -18,6 +18,14 @@ SB3's ``AtariWrapper`` + ``VecFrameStack`` showed it during training; an expert 
 the life-loss step is the first of the new stack, like the obs returned at a
 game-over step (SAME_STEP autoreset) is the first of the next game. Evaluation
 uses the environment's stacks unchanged (full games).
+
+Acting after a life loss: ``AtariWrapper`` also pressed FIRE for an rl-zoo expert after
+each life loss (its reset after the life's "episode"), so it never learned to serve the
+ball again, and a student learning from it would stall there until ε picked FIRE. For
+those experts the collector presses FIRE on the agent step after a life loss, in place of
+the student's action (``experts.atari.LifeLossFire``; that step is an agent step, its
+state labelled and stored like any other). Experts of ``amn experts train`` press it
+themselves, as they did in training.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ import numpy as np
 import torch
 
 from amn.config import TrainConfig
+from amn.precision import autocast
 from amn.replay import STACK, GameReplay
 from amn.student import NUM_OUTPUTS, Student, masked_logits
-from experts.atari import EnvSettings, GameTracker, make_atari_vec
+from experts.atari import EnvSettings, GameTracker, LifeLossFire, life_loss_presses_fire, make_atari_vec
 
 
 def action_mask(action_set: list[int]) -> torch.Tensor:
@@ -53,6 +62,7 @@ class GameSlot:
     full_to_env: np.ndarray  # int64 [18]: minimal index of each full action (-1 if invalid)
     tracker: GameTracker
     life_loss_restarts_stack: bool  # the training view zeroes the frames before a life loss
+    life_loss_fire: LifeLossFire | None  # presses FIRE after a life loss where the expert's pipeline did
     obs: np.ndarray = field(default=None)  # training view, uint8 [n, 4, 84, 84]
     starts: np.ndarray = field(default=None)  # bool [n]: obs starts a stack
     since_start: np.ndarray = field(default=None)  # int [n]: steps since the stack started
@@ -61,7 +71,7 @@ class GameSlot:
 
 def load_experts(cfg: TrainConfig, indices: list[int] | None = None) -> list:
     """Load each game's expert (only games ``indices``, if given); one clear line if one is missing or wrong."""
-    from amn.cli import UsageError
+    from amn.errors import UsageError
     from experts import load_expert
 
     out = []
@@ -80,10 +90,13 @@ class Collector:
     """Steps every game's envs in lockstep with the student acting, filling the replays."""
 
     def __init__(self, cfg: TrainConfig, experts: list, replays: list[GameReplay], *, seed: int,
-                 game_indices: list[int] | None = None, device: torch.device = torch.device("cpu")):
+                 game_indices: list[int] | None = None, device: torch.device = torch.device("cpu"),
+                 precision: str = "float32"):
         """``game_indices``: the games (indices into ``cfg.games``) this process steps, default all;
         a distributed rank passes its shard. ``experts``/``replays`` follow that order.
-        ``device``: the student's; its forward runs there, everything else on the CPU."""
+        ``device``: the student's; its forward runs there, everything else on the CPU.
+        ``precision``: the student's forward (resolved, ``amn/precision.py``); experts label in float32."""
+        self.precision = precision
         self.cfg = cfg
         self.n = cfg.envs_per_game
         settings = EnvSettings(sticky=cfg.sticky, noop_max=cfg.noop_max, max_frames=cfg.max_frames)
@@ -96,8 +109,10 @@ class Collector:
             full_to_env[action_set] = np.arange(len(action_set))
             env = make_atari_vec(g.game, self.n, settings=settings, num_threads=1)
             restart = expert.life_loss_restarts_stack if cfg.life_loss_boundary is None else cfg.life_loss_boundary
+            fire = (LifeLossFire.for_game(g.game, self.n, full_actions=True)
+                    if life_loss_presses_fire(expert.observation_pipeline) else None)
             self.slots.append(GameSlot(i, g.game, expert, env, replay, action_set, full_to_env,
-                                       GameTracker(self.n), restart))
+                                       GameTracker(self.n), restart, fire))
         self.device = device
         # Global game indices: they pick the student's head and seed the envs (seed + 1000 * index).
         self.game_ids = torch.tensor(game_indices, device=device).repeat_interleave(self.n)  # long [G*n]
@@ -112,12 +127,14 @@ class Collector:
             s.obs = obs.copy()
             s.starts = np.ones(self.n, dtype=bool)
             s.since_start = np.zeros(self.n, dtype=np.int64)
+            if s.life_loss_fire is not None:
+                s.life_loss_fire.reset()
 
     def act(self, student: Student, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """ε-greedy full-action indices ``int64 [G*n]``, always valid for each row's game."""
         obs = torch.from_numpy(np.concatenate([s.obs for s in self.slots])).to(self.device)
-        with torch.inference_mode():
-            greedy = masked_logits(student(obs, self.game_ids), self.row_masks).argmax(1).cpu().numpy()
+        with torch.inference_mode(), autocast(self.precision, self.device):
+            greedy = masked_logits(student(obs, self.game_ids).float(), self.row_masks).argmax(1).cpu().numpy()
         random = np.concatenate([s.action_set[rng.integers(0, len(s.action_set), self.n)] for s in self.slots])
         explore = rng.random(len(greedy)) < epsilon
         return np.where(explore, random, greedy)
@@ -144,6 +161,8 @@ class Collector:
         """One lockstep step. Returns ``(game index, return, length)`` of finished games."""
         actions = self.act(student, epsilon, rng).reshape(len(self.slots), self.n)
         for s, a in zip(self.slots, actions):
+            if s.life_loss_fire is not None:
+                a = s.life_loss_fire.override(a)  # after ε: the pipeline pressed it, not the agent
             s.env.send(s.full_to_env[a])
         # The envs step in their C++ threads while the experts label.
         for s in self.slots:
@@ -152,6 +171,8 @@ class Collector:
         for s in self.slots:
             obs, reward, terminated, truncated, info = s.env.recv()
             done, life_lost = s.tracker.update(reward, terminated, truncated, info["lives"])
+            if s.life_loss_fire is not None:
+                s.life_loss_fire.observe(life_lost)
             for env, ret, length in done:
                 s.returns.append((env, ret))
                 finished.append((s.index, ret, length))

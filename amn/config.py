@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from amn.cli import UsageError
+from amn.errors import UsageError
 
 
 @dataclass
@@ -121,10 +121,21 @@ class TrainConfig:
     # cores the student's backward and the experts' forwards run side by side. The same algorithm
     # and the same numbers as False (amn/trainer.py says why); False runs them one after the other.
     overlap_update: bool = True
+    # With overlap_update, the update thread gets a core of its own (amn/threads.py; Linux,
+    # single process, >= 2 cores): +8-14 % agent steps/s on 2 cores.
+    pin_threads: bool = True
     # Where the student trains: cpu | cuda | cuda:N | auto (cuda if available, else cpu). Under
     # torchrun, cuda puts each rank on cuda:LOCAL_RANK (amn.distributed.resolve_device); the experts
     # and the replays stay on the CPU either way.
     device: str = "cpu"
+    # The student's arithmetic (amn/precision.py): auto | float32 | bfloat16. auto takes bfloat16
+    # where the device has bfloat16 units (CPU: AVX-512-BF16 or AMX) and is resolved, printed and
+    # recorded in the run's config.yaml when training starts. Experts always label in float32.
+    precision: str = "auto"
+    # Mimicry diagnostics (amn/mimicry.py): expert-labelled held-out states per game, scored every
+    # this many agent steps (summed over games); 0 turns the held-out scoring off.
+    heldout_states_per_game: int = 256
+    mimicry_every_agent_steps: int = 10_000
     checkpoint_minutes: float = 5.0
     log_every_agent_steps: int = 2_000
 
@@ -323,6 +334,13 @@ def validate(cfg: TrainConfig) -> None:
     # (amn.distributed.resolve_device), so a GPU run's checkpoint still evaluates on a CPU machine.
     if not re.fullmatch(r"cpu|cuda(:\d+)?|auto", cfg.device):
         raise UsageError(f"config: device must be cpu, cuda, cuda:N or auto, got {cfg.device!r}")
+    from amn.precision import PRECISIONS
+
+    if cfg.precision not in PRECISIONS:
+        raise UsageError(f"config: precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    for name in ("heldout_states_per_game", "mimicry_every_agent_steps"):
+        if getattr(cfg, name) < 0:
+            raise UsageError(f"config: {name} must be >= 0 (0 turns it off), got {getattr(cfg, name)}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

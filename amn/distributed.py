@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from amn.cli import UsageError
+from amn.errors import UsageError
 
 # Rank 0 evaluates/checkpoints while the others wait in the next collective; allow for a long
 # periodic evaluation (a rank plays eval_episodes full games of each of its games).
@@ -132,7 +132,8 @@ def shard_games(num_games: int, rank: int, world_size: int) -> list[int]:
     keeps the update equal to the single-process one. More ranks than games is refused.
     """
     if world_size > num_games:
-        raise UsageError(f"{world_size} processes but only {num_games} games: every rank needs at least one "
+        games = "1 game" if num_games == 1 else f"{num_games} games"
+        raise UsageError(f"{world_size} processes but only {games}: every rank needs at least one "
                          f"game; use --nproc-per-node/--nnodes with at most {num_games} processes in all")
     return list(range(rank, num_games, world_size))
 

@@ -3,7 +3,9 @@
 Protocol (the defaults): full games (game over, not life loss), raw unclipped
 score, epsilon-greedy with epsilon 0.01, no sticky actions, up to 30 no-op
 starts, 108,000-frame cap, observations from ``experts.atari.make_atari_vec``.
-Shared by the expert tools and the student trainer.
+FIRE is pressed for the agent only when a game starts, unless the game is played the
+way an rl-zoo expert was trained (``fire_after_life_loss``). Shared by the expert
+tools and the student trainer.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def play_games(act: Actor, game: str, episodes: int, **protocol) -> list[float]:
     """Play ``episodes`` full games and return their raw scores, in the order they finished.
 
     ``protocol`` takes the keyword options of :func:`play_games_side_by_side` (epsilon,
-    sticky, seed, num_envs, max_frames, progress), documented there; this is its one-agent case.
+    sticky, seed, num_envs, max_frames, fire_after_life_loss, progress), documented there;
+    this is its one-agent case.
     """
     return play_games_side_by_side([act], game, episodes, **protocol)[0]
 
@@ -48,6 +51,7 @@ def play_games_side_by_side(
     seed: int = 0,
     num_envs: int | None = None,
     max_frames: int = 108_000,
+    fire_after_life_loss: bool = False,
     progress: bool = True,
 ) -> list[list[float]]:
     """Each agent's raw full-game scores, ``[play_games(act, ...) for act in acts]``, played at once.
@@ -61,6 +65,10 @@ def play_games_side_by_side(
     :param seed: seeds the environments and the exploration noise
     :param num_envs: games played in parallel per agent (default ``min(episodes, 8)``)
     :param max_frames: per-game cap in emulator frames (a capped game counts with its score so far)
+    :param fire_after_life_loss: press FIRE (if the game has it) in place of the agent's action on
+        the step after each life loss, as SB3's ``AtariWrapper`` did while an rl-zoo expert trained
+        (``experts.atari.life_loss_presses_fire(expert.observation_pipeline)``); a student of such
+        an expert learned in a collector that did the same. That step counts as a step of the game.
     :param progress: show a tqdm bar (games done, ETA, running means)
 
     Each env is assigned its number of games up front (``episodes`` split as evenly as
@@ -77,7 +85,7 @@ def play_games_side_by_side(
     """
     from tqdm import tqdm
 
-    from experts.atari import EnvSettings, canonical_game, make_atari_vec
+    from experts.atari import EnvSettings, LifeLossFire, canonical_game, life_losses, make_atari_vec
 
     game = canonical_game(game)
     if episodes < 1:
@@ -98,17 +106,23 @@ def play_games_side_by_side(
         for _ in acts:
             envs.append(make_atari_vec(game, n, settings=EnvSettings(sticky=sticky, max_frames=max_frames)))
         num_actions = int(envs[0].single_action_space.n)
-        obs = [env.reset(seed=seed)[0] for env in envs]
+        resets = [env.reset(seed=seed) for env in envs]
+        obs = [o for o, _ in resets]
+        lives = [info["lives"].copy() for _, info in resets]  # int [n] per agent, to see life losses
+        fires = [LifeLossFire.for_game(game, n, full_actions=False) if fire_after_life_loss else None for _ in acts]
         sent = [False] * len(acts)
         with tqdm(total=episodes * len(acts), unit="game", disable=not progress, dynamic_ncols=True,
                   desc=f"{game} eval", mininterval=2.0) as bar:
             while any((p < quota).any() for p in played):
                 for b, (act, env) in enumerate(zip(acts, envs)):
                     if sent[b]:
-                        obs[b], reward, terminated, truncated, _ = env.recv()
+                        obs[b], reward, terminated, truncated, info = env.recv()
                         sent[b] = False
                         running[b] += reward
                         steps += n
+                        if fires[b] is not None:
+                            fires[b].observe(life_losses(lives[b], info["lives"], terminated | truncated))
+                        lives[b] = info["lives"].copy()
                         for i in np.flatnonzero(terminated | truncated):
                             if played[b][i] < quota[i]:
                                 results[b].append(float(running[b][i]))
@@ -126,6 +140,8 @@ def play_games_side_by_side(
                     if epsilon > 0:
                         explore = rngs[b].random(n) < epsilon
                         actions[explore] = rngs[b].integers(0, num_actions, int(explore.sum()))
+                    if fires[b] is not None:
+                        actions = fires[b].override(actions)  # after ε: the pipeline pressed it, not the agent
                     env.send(actions)
                     sent[b] = True
     finally:

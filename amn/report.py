@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from amn.cli import UsageError
+from amn.errors import UsageError
 
 
 def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -100,7 +100,7 @@ def evaluate_run(path: str | Path, *, games: list[str] | None = None, episodes: 
     from amn.config import from_dict
     from amn.evaluation import HUMAN_RANDOM, play_games, play_games_side_by_side, summarize
     from amn.student import Student
-    from experts.atari import canonical_game
+    from experts.atari import canonical_game, life_loss_presses_fire
 
     ckpt_file = resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_file)
@@ -122,7 +122,9 @@ def evaluate_run(path: str | Path, *, games: list[str] | None = None, episodes: 
     rows = []
     for game in wanted:
         expert = experts[game]
-        protocol = dict(epsilon=epsilon, sticky=sticky, seed=seed, max_frames=max_frames)
+        # A zoo expert's pipeline pressed FIRE after a life loss; the student, trained on its states, gets the same.
+        protocol = dict(epsilon=epsilon, sticky=sticky, seed=seed, max_frames=max_frames,
+                        fire_after_life_loss=life_loss_presses_fire(expert.observation_pipeline))
         act = student_actor(student, trained.index(game), expert.action_set)
         key = json.dumps({"game": game, "expert": cfg.games[trained.index(game)].expert,
                           "episodes": episodes, **protocol}, sort_keys=True)

@@ -39,7 +39,8 @@ class Student(nn.Module):
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Penultimate activations ``[B, 512]`` (the h of feature regression)."""
-        x = obs.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+        # In the weights' dtype (float32 in training; float64 in the tests' exact comparisons).
+        x = obs.to(self.heads[0].weight.dtype).div_(255.0).contiguous(memory_format=torch.channels_last)
         return self.trunk(x)
 
     def head(self, h: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:

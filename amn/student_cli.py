@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from amn.cli import UsageError
+from amn.errors import UsageError
 
 if TYPE_CHECKING:
     from amn.config import TrainConfig
@@ -31,7 +31,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _load_train_config(args: argparse.Namespace) -> TrainConfig:
     from amn.config import load_config
-    from amn.trainer import load_run_config
+    from amn.resume import load_run_config
 
     if args.resume:
         if args.run_dir is None:
@@ -45,7 +45,8 @@ def _load_train_config(args: argparse.Namespace) -> TrainConfig:
 
 def _train_in(args: argparse.Namespace, cfg: TrainConfig, ddp: DistInfo) -> int:
     from amn import distributed
-    from amn.trainer import NonFiniteLoss, train
+    from amn.errors import NonFiniteLoss
+    from amn.trainer import train
 
     run_dir = args.run_dir
     if run_dir is None:  # a new run (--resume needs --run-dir)

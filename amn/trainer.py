@@ -11,6 +11,10 @@ Read top to bottom like CleanRL's ``dqn_atari.py``:
 3. log to TensorBoard, checkpoint atomically every few minutes and on Ctrl-C/SIGTERM;
 4. at the end: a last checkpoint, then the evaluation table.
 
+Ctrl-C and SIGTERM never raise inside the loop: they set a flag that ends the run at the end of
+the lockstep step, so the update in flight finishes (or raises) first; during the final
+checkpoint they wait until the file is written. ``--resume`` checks are in ``amn/resume.py``.
+
 A non-finite loss or gradient stops the run at once with :class:`NonFiniteLoss`,
 naming the step and game, before anything is written: the last good checkpoint stays.
 
@@ -33,193 +37,56 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from amn import distributed
-from amn.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, rng_state, save_checkpoint
-from amn.cli import UsageError
+from amn import distributed, mimicry
+from amn import resume as resuming
+from amn.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
 from amn.collect import Collector, load_experts
-from amn.config import TrainConfig, from_dict, save_config
-from amn.losses import cc_log_normaliser
+from amn.config import TrainConfig, save_config
+from amn.errors import NonFiniteLoss, UsageError  # noqa: F401  (NonFiniteLoss: raised from here, as before)
+from amn.learner import Learner, build_student, make_loss
+from amn.precision import describe, resolve_precision
 from amn.replay import GameReplay
-from amn.student import FEATURE_DIM, Student, entropy, masked_logits
+from amn.student import FEATURE_DIM, Student
+from amn.threads import CorePlan
 from amn.tb import Scalars
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss or gradient became NaN/inf; the run stops and keeps its last good checkpoint.
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM set :attr:`requested` until :meth:`restore` puts back the previous handlers.
 
-    Besides the message: ``step`` (agent step), ``game`` (None for the gradient or another rank)
-    and, for a non-finite loss, ``rows`` and ``nonfinite_rows`` of the failing batch.
+    The handler never raises: an exception landing inside an update would lose its NonFiniteLoss
+    (and checkpoint a diverged student), one landing in the final checkpoint would skip it, and,
+    distributed, one rank raising would leave the others waiting in a collective. The training
+    loop reads the flag at the end of each lockstep step instead (every rank at the same step).
     """
 
-    def __init__(self, message: str, *, step: int | None = None, game: str | None = None,
-                 rows: int = 0, nonfinite_rows: int = 0):
-        super().__init__(message)
-        self.step, self.game, self.rows, self.nonfinite_rows = step, game, rows, nonfinite_rows
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {s: signal.signal(s, self._request) for s in (signal.SIGINT, signal.SIGTERM)}
 
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
 
-def build_student(cfg: TrainConfig, device: torch.device | str = "cpu"):
-    """``(student, projections, params, optimizer)`` for ``cfg``, initialised from ``cfg.seed``.
-
-    ``projections``: for feature regression, one linear map per game from the student's 512
-    features to the expert's (empty otherwise); ``params`` are what the optimiser updates.
-    """
-    torch.manual_seed(cfg.seed)  # the same student init on every rank (DDP also broadcasts rank 0's)
-    # Initialised on the CPU, then moved: the same initial weights on every device.
-    student = Student(cfg.num_games, per_game_heads=cfg.per_game_heads).to(device)
-    projections = nn.ModuleList(nn.Linear(FEATURE_DIM, FEATURE_DIM) for _ in range(cfg.num_games)) \
-        if cfg.feature_regression else nn.ModuleList()
-    projections.to(device)
-    params = list(student.parameters()) + list(projections.parameters())
-    # fused: one kernel for all parameters (CPU and CUDA), measured 33 ms -> 5 ms per step here (1 thread).
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
-                                 fused=True)
-    return student, projections, params, optimizer
-
-
-def make_loss(cfg: TrainConfig):
-    """``loss_fn(logits, target, mask, expert_values) -> LossOutput`` for the configured loss."""
-    from amn.losses import get_loss
-
-    try:
-        return get_loss(cfg.loss, **cfg.loss_kwargs)
-    except ValueError as err:
-        raise UsageError(f"config: {err}") from None
-
-
-class _Stop(Exception):
-    """SIGTERM, turned into an exception so the loop checkpoints on the way out."""
-
-
-class StudentAndProjections(nn.Module):
-    """The trained modules behind one ``forward``, so DistributedDataParallel sees every parameter's use."""
-
-    def __init__(self, student: Student, projections: nn.ModuleList):
-        super().__init__()
-        self.student = student
-        self.projections = projections
-
-    def forward(self, obs: torch.Tensor, game_ids: torch.Tensor,
-                games: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``obs`` uint8 ``[len(games)*B, 4, 84, 84]``, ``B`` rows per game in ``games`` order ->
-        logits ``[len(games)*B, 18]`` and, with feature regression, each game's projected
-        student features ``[B, 512]`` (else ``[]``)."""
-        h = self.student.features(obs)  # [len(games)*B, 512]
-        logits = self.student.head(h, game_ids)
-        if len(self.projections) == 0:
-            return logits, []
-        B = len(obs) // len(games)
-        return logits, [self.projections[g](h[i * B:(i + 1) * B]) for i, g in enumerate(games)]
-
-
-class Learner:
-    """The gradient step: one update on ``B`` samples from each of this process's games.
-
-    ``games`` are indices into ``cfg.games`` (all of them in one process, a rank's shard under
-    torchrun), in the order of the batches given to :meth:`update`. The update runs on the
-    student's device; ``masks`` and the batches may be on the CPU. Distributed, the modules are
-    wrapped in DistributedDataParallel, whose backward averages the gradients over ranks; each
-    rank's loss is scaled by :func:`amn.distributed.loss_scale`, so the average is the
-    single-process gradient: the mean over all games.
-    """
-
-    def __init__(self, cfg: TrainConfig, student: Student, projections: nn.ModuleList, params: list,
-                 optimizer: torch.optim.Optimizer, loss_fn, games: list[int], masks: torch.Tensor, stats: Scalars):
-        self.cfg, self.params, self.optimizer, self.loss_fn, self.stats = cfg, params, optimizer, loss_fn, stats
-        self.games = list(games)
-        self.names = [g.game for g in cfg.games]
-        self.device = next(student.parameters()).device
-        B = cfg.batch_per_game
-        self.batch_game_ids = torch.tensor(self.games, device=self.device).repeat_interleave(B)  # long [G*B]
-        # bool [G*B, 18]: masks is [G, 18], in games order
-        self.batch_masks = masks.to(self.device).repeat_interleave(B, dim=0)
-        self.net: nn.Module = StudentAndProjections(student, projections)
-        ddp = distributed.current()
-        self.loss_scale = distributed.loss_scale(len(self.games), cfg.num_games, ddp.world_size)
-        if ddp.enabled:
-            # Distributed: a rank uses only its own games' projections; the others' are unused here.
-            # On a GPU, DDP needs the rank's device (cuda:LOCAL_RANK); on the CPU, none.
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.net, device_ids=device_ids,
-                                                           find_unused_parameters=cfg.feature_regression)
-
-    def update_all(self, minibatches: list[list[dict[str, torch.Tensor]]], step: int) -> None:
-        """The updates due at agent step ``step``, one per entry of ``minibatches``, in order."""
-        for batches in minibatches:
-            self.update(batches, step)
-
-    def update(self, batches: list[dict[str, torch.Tensor]], step: int) -> None:
-        """One gradient step on ``batches`` (one replay sample per game of ``self.games``, CPU tensors)."""
-        cfg, stats, names, B = self.cfg, self.stats, self.names, self.cfg.batch_per_game
-        # obs, target, values, features: to the student's device (no copy on the CPU).
-        batches = [{k: v.to(self.device) for k, v in b.items()} for b in batches]
-        obs = torch.cat([b["obs"] for b in batches])  # uint8 [G*B, 4, 84, 84]
-        logits, projected = self.net(obs, self.batch_game_ids, self.games)  # [G*B, 18], G x [B, 512]
-        policy_losses, feature_losses = [], []
-        problem, failure = None, {}
-        for i, (g, batch) in enumerate(zip(self.games, batches)):
-            rows = slice(i * B, (i + 1) * B)
-            z, mask = logits[rows], self.batch_masks[rows]
-            if not torch.isfinite(z[mask]).all():
-                problem = f"student logits are NaN/inf at agent step {step} in {names[g]}"
-                failure = {"game": names[g]}
-                break
-            out = self.loss_fn(z, batch["target"], mask, batch.get("values"))
-            loss_g = out.loss.mean()
-            if not torch.isfinite(loss_g):
-                bad = int((~torch.isfinite(out.loss)).sum())
-                problem = (f"non-finite policy-regression loss ({loss_g.item()}) at agent step {step} "
-                           f"in {names[g]} (loss {cfg.loss}): {bad} of {out.loss.numel()} rows non-finite")
-                failure = {"game": names[g], "rows": out.loss.numel(), "nonfinite_rows": bad}
-                break
-            policy_losses.append(loss_g)
-            stats.mean(f"{names[g]}/policy_regression_loss", loss_g.item())
-            if cfg.normaliser_diagnostics and "ill_conditioned_rows" not in out.diagnostics:
-                extra: dict[str, int] = {}
-                with torch.no_grad():
-                    cc_log_normaliser(z.detach(), mask=mask, diagnostics=extra)
-                out.diagnostics["ill_conditioned_rows"] = extra["ill_conditioned_rows"]
-            for key, count in out.diagnostics.items():
-                stats.total(f"{names[g]}/loss_diag/{key}", float(count))
-            with torch.no_grad():
-                stats.mean(f"{names[g]}/student_entropy",
-                           entropy(torch.softmax(masked_logits(z, mask), -1)).mean().item())
-                stats.mean(f"{names[g]}/target_entropy", entropy(batch["target"]).mean().item())
-            if cfg.feature_regression:
-                fr = (projected[i] - batch["features"]).pow(2).sum(-1).mean()
-                feature_losses.append(fr)
-                stats.mean(f"{names[g]}/feature_regression_loss", fr.item())
-        # Distributed: every rank stops here together, before the backward's all-reduce would wait forever.
-        if distributed.any_rank(problem is not None):
-            raise NonFiniteLoss(problem or f"non-finite loss on another rank at agent step {step}", step=step,
-                                **failure)
-        loss = torch.stack(policy_losses).mean()
-        if feature_losses:
-            loss = loss + cfg.feature_beta * torch.stack(feature_losses).mean()
-        if self.loss_scale != 1.0:  # only when games are split unevenly across ranks
-            loss = loss * self.loss_scale
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # distributed: gradients averaged over ranks when this returns
-        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        if not torch.isfinite(grad_norm):  # the same on every rank: the gradients are
-            raise NonFiniteLoss(f"non-finite gradient norm at agent step {step} "
-                                f"(games {', '.join(names[g] for g in self.games)})", step=step)
-        self.optimizer.step()
-        stats.mean("train/loss", loss.item())
-        stats.mean("train/grad_norm", grad_norm.item())
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bool = True,
-          evaluate: bool = True) -> dict[str, Any]:
+          evaluate: bool = True, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a student training run in ``run_dir``.
 
-    Returns ``{"status": "finished"|"interrupted", "agent_steps", "updates", "run_dir",
-    "evaluation"}``. Raises :class:`NonFiniteLoss` or ``UsageError``.
+    ``on_progress(agent_steps)`` is called after every lockstep step with the agent steps it
+    made (``amn study`` draws one bar over many runs with it). Returns ``{"status":
+    "finished"|"interrupted", "agent_steps", "updates", "run_dir", "evaluation"}``. Raises
+    :class:`NonFiniteLoss` or ``UsageError``.
     """
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -230,6 +97,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     ckpt = load_checkpoint(ckpt_path) if resume else None
     if not resume and ckpt_path.exists():
         raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    if ckpt is not None:  # before anything is loaded or written: refuse a config the checkpoint does not fit
+        resuming.check_compatible(ckpt["config"], cfg, ckpt_path)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     loss_fn = make_loss(cfg)
@@ -237,45 +106,48 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     ddp = distributed.current()
     device = distributed.resolve_device(cfg.device, ddp.local_rank if ddp.enabled else None)
     local = distributed.shard_games(cfg.num_games, ddp.rank, ddp.world_size)  # indices into cfg.games
+    requested_precision = cfg.precision
+    cfg.precision = resolve_precision(cfg.precision, device)  # recorded as chosen in config.yaml
     # The experts stay on the CPU, also when the student trains on a GPU: they label into the CPU replays.
     experts = load_experts(cfg, local)  # in `local` order, like the replays and the collector's games
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if ddp.is_main:
-        save_config(cfg, run_dir / "config.yaml")
-        print(f"run dir: {run_dir}" + (f" ({ddp.world_size} processes)" if ddp.enabled else ""), file=sys.stderr)
     G, B = cfg.num_games, cfg.batch_per_game
     student, projections, params, optimizer = build_student(cfg, device)
     # Acting and replay sampling: each rank its own stream (rank 0's is the single-process one).
     rng = np.random.default_rng(cfg.seed + 1_000_003 * ddp.rank)
     counters = {"lockstep_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "resumes": 0}
-    if ckpt is not None:
-        try:
-            student.load_state_dict(ckpt["student"])
-            projections.load_state_dict(ckpt["projections"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise UsageError(f"{ckpt_path} does not fit this config (games, heads or feature regression "
-                             f"changed?): {str(err).splitlines()[0]}") from None
-        counters.update(ckpt["counters"])
-        counters["resumes"] += 1
-        # Distributed checkpoints keep every rank's RNG: with the same world size each rank continues
-        # its own streams; with another one rank 0 takes the first and the others start fresh.
-        rng_states = ckpt.get("rng_per_rank", [ckpt["rng"]])
-        if len(rng_states) == ddp.world_size:
-            restore_rng(rng, rng_states[ddp.rank])
-        elif ddp.is_main:
-            restore_rng(rng, rng_states[0])
+    if ckpt is not None:  # weights, optimiser (with the config's lr, betas, eps), counters, RNG streams
+        resuming.restore(ckpt, ckpt_path, cfg, student, projections, optimizer, counters, rng, ddp)
+    # Written only once the checkpoint fits: a refused --resume leaves the run as it was.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if ddp.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        print(f"run dir: {run_dir}" + (f" ({ddp.world_size} processes)" if ddp.enabled else ""), file=sys.stderr)
+        print(describe(cfg.precision, requested_precision, device), file=sys.stderr)
+        if ckpt is not None:  # TensorBoard is purged back to the checkpoint's step below; so is the jsonl
+            resuming.cut_evaluations(run_dir / "evaluations.jsonl", counters["agent_steps"])
 
     replays = [GameReplay(cfg.replay_capacity_per_game, cfg.envs_per_game,
                           store_values=loss_fn.needs_expert_values,
                           feature_dim=FEATURE_DIM if cfg.feature_regression else 0) for _ in local]
-    # Fresh games after a resume, so a resumed run does not replay the same episodes.
-    collector = Collector(cfg, experts, replays, seed=cfg.seed + 7919 * counters["resumes"], game_indices=local,
-                          device=device)
+    # The update thread gets a core of its own, the main thread and the emulators the rest (amn/threads.py).
+    cores = CorePlan(cfg.pin_threads and cfg.overlap_update and not ddp.enabled)
+    cores.pin_main()  # before the collector's environments start their threads
+    try:
+        # Fresh games after a resume, so a resumed run does not replay the same episodes.
+        collector = Collector(cfg, experts, replays, seed=cfg.seed + 7919 * counters["resumes"], game_indices=local,
+                              device=device, precision=cfg.precision)
+    except BaseException:
+        cores.restore_main()
+        raise
+    # The same held-out states at every start of the run: their seed depends on the run's seed only.
+    heldout = [mimicry.collect_heldout(e, cfg.games[g].game, cfg.heldout_states_per_game, seed=cfg.seed + 99_991 + g,
+                                       epsilon=cfg.eval_epsilon, temperature=cfg.temperature)
+               for g, e in zip(local, experts)] if cfg.heldout_states_per_game and cfg.mimicry_every_agent_steps else []
     games = [g.game for g in cfg.games]
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=counters["agent_steps"] or None) if ddp.is_main else None
     stats = Scalars()
-    learner = Learner(cfg, student, projections, params, optimizer, loss_fn, local, collector.masks, stats)
+    learner = Learner(cfg, student, projections, params, optimizer, loss_fn, local, collector.masks, stats,
+                      precision=cfg.precision)
 
     def checkpoint() -> None:
         # The unwrapped modules' state dicts (no DDP "module." prefix): loadable in either mode.
@@ -318,31 +190,20 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     evaluated_at = counters["agent_steps"] // cfg.eval_every_agent_steps if cfg.eval_every_agent_steps else 0
     last_ckpt = last_log_time = time.monotonic()
     last_log_steps, last_log_updates = counters["agent_steps"], counters["updates"]
+    mimicked_at = counters["agent_steps"] // cfg.mimicry_every_agent_steps if cfg.mimicry_every_agent_steps else 0
     latest_return = {g: float("nan") for g in games}
     status = "finished"
-    previous_sigterm, previous_sigint = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    stop_requested = False
-
-    def on_sigterm(signum, frame):
-        nonlocal stop_requested
-        if not ddp.enabled:
-            raise _Stop()
-        # Distributed: raising here could leave the other ranks waiting in a collective; instead
-        # every rank stops at the end of the same lockstep step (see "agree" below).
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    if ddp.enabled:  # Ctrl-C reaches every rank at a different point of the loop: same treatment
-        signal.signal(signal.SIGINT, on_sigterm)
     # cfg.overlap_update: each step's updates run on a second thread while this one acts, steps the
     # games and labels (two cores: the student's backward beside the experts' forwards). The numbers
     # stay those of the sequential loop, whatever the thread timing: the minibatches are drawn before
     # the step stores anything, and the student acts through `actor`, a copy of its weights from
     # before the update. Without overlap, `actor` is the student and the update follows the step.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amn-update") if cfg.overlap_update else None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amn-update",
+                              initializer=cores.update_thread_initializer(cfg.torch_threads)) if cfg.overlap_update else None
     actor = copy.deepcopy(student) if pool else student
     bar = tqdm(total=cfg.total_agent_steps, initial=counters["agent_steps"], unit="step", unit_scale=True,
                dynamic_ncols=True, disable=not progress or not ddp.is_main, desc=cfg.name, mininterval=1.0)
+    signals = StopSignals()  # from here until the final checkpoint is written, a signal only sets a flag
     try:
         while counters["agent_steps"] < cfg.total_agent_steps:
             steps_per_game = counters["agent_steps"] // G
@@ -371,6 +232,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
             counters["lockstep_steps"] += 1
             counters["agent_steps"] += per_lockstep
             bar.update(per_lockstep)
+            if on_progress is not None:
+                on_progress(per_lockstep)
 
             if counters["agent_steps"] - last_log_steps >= cfg.log_every_agent_steps:
                 now = time.monotonic()
@@ -379,6 +242,11 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                 stats.mean("train/updates", counters["updates"])
                 stats.mean("perf/agent_steps_per_s", (counters["agent_steps"] - last_log_steps) / (now - last_log_time))
                 stats.mean("perf/updates_per_s", (counters["updates"] - last_log_updates) / (now - last_log_time))
+                if heldout and counters["agent_steps"] // cfg.mimicry_every_agent_steps > mimicked_at:
+                    mimicked_at = counters["agent_steps"] // cfg.mimicry_every_agent_steps
+                    for g, h in zip(local, heldout):  # `actor` holds the weights of this step (after its updates)
+                        for key, value in mimicry.heldout_diagnostics(actor, h, g, loss_fn).items():
+                            stats.mean(f"{games[g]}/mimic/{key}", value)
                 distributed.merge_scalars(stats)  # distributed: every rank's games into rank 0's stats
                 if ddp.is_main:
                     stats.flush(writer, counters["agent_steps"])
@@ -390,16 +258,18 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                 evaluate_now()
             checkpoint_due = time.monotonic() - last_ckpt >= 60 * cfg.checkpoint_minutes
             out_of_time = cfg.max_minutes > 0 and time.monotonic() - started >= 60 * cfg.max_minutes
+            stop = signals.requested
             if ddp.enabled:
                 # Distributed: agree, so every rank takes the same branches at this step: rank 0's
                 # clock decides checkpoints and the time limit, a signal on any rank stops all,
                 # and the episode counter becomes the sum over all games. One small all-reduce.
-                all_episodes, stops, checkpoint_due, out_of_time = distributed.all_reduce_sum(
-                    [len(finished), int(stop_requested), int(checkpoint_due and ddp.is_main),
+                all_episodes, stop, checkpoint_due, out_of_time = distributed.all_reduce_sum(
+                    [len(finished), int(stop), int(checkpoint_due and ddp.is_main),
                      int(out_of_time and ddp.is_main)])
                 counters["episodes"] += all_episodes - len(finished)
-                if stops:
-                    raise _Stop()
+            if stop:  # Ctrl-C/SIGTERM: this step is complete; the final checkpoint below covers it
+                status = "interrupted"
+                break
             if checkpoint_due:
                 checkpoint()
                 last_ckpt = time.monotonic()
@@ -407,26 +277,30 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                 print(f"max_minutes={cfg.max_minutes} reached at agent step {counters['agent_steps']:,}",
                       file=sys.stderr)
                 break
-        if cfg.eval_every_agent_steps and counters["agent_steps"] % cfg.eval_every_agent_steps:
+        if status == "finished" and cfg.eval_every_agent_steps and counters["agent_steps"] % cfg.eval_every_agent_steps:
             evaluate_now()  # the last point, where the run stopped
-    except (KeyboardInterrupt, _Stop):
-        status = "interrupted"
+    except BaseException:  # NonFiniteLoss above all: nothing is checkpointed, signals act as before
+        signals.restore()
+        raise
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)  # an update in flight finishes before anything is checkpointed
-        signal.signal(signal.SIGTERM, previous_sigterm)
-        if ddp.enabled:
-            signal.signal(signal.SIGINT, previous_sigint)
+        if pool is not None:  # in the loop every update's result is collected; this is for other errors
+            pool.shutdown(wait=True)
         bar.close()
         collector.close()
+        cores.restore_main()
         if writer is not None:
             writer.flush()
             writer.close()
     # Only reached without NonFiniteLoss: a diverged student is never written over the last good one.
-    if ddp.enabled:
-        record_ranks(run_dir, ddp, cfg, student, projections)
-    checkpoint()
-    distributed.barrier()  # no rank exits (and makes torchrun stop the others) before the file is written
+    try:
+        if ddp.enabled:
+            record_ranks(run_dir, ddp, cfg, student, projections)
+        checkpoint()
+        distributed.barrier()  # no rank exits (and makes torchrun stop the others) before the file is written
+    finally:
+        signals.restore()
+    if signals.requested:  # also a signal after the last step: the checkpoint is written, skip the evaluation
+        status = "interrupted"
     summary: dict[str, Any] = {"status": status, "run_dir": str(run_dir), **counters, "evaluation": None}
     if status == "finished" and evaluate and ddp.is_main:
         from amn.report import evaluate_run, format_table
@@ -456,16 +330,3 @@ def record_ranks(run_dir: Path, ddp: distributed.DistInfo, cfg: TrainConfig, stu
     if not in_sync:
         print(f"amn: warning: the ranks' parameters differ at the end of training ({run_dir}/distributed.json)",
               file=sys.stderr)
-
-
-def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> TrainConfig:
-    """The resolved config saved in ``run_dir`` (for ``--resume``), with ``--set`` overrides."""
-    import yaml
-
-    from amn.config import apply_overrides
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise UsageError(f"{run_dir} has no config.yaml: not a student run directory")
-    data = apply_overrides(yaml.safe_load(path.read_text()), overrides or [])
-    return from_dict(data)

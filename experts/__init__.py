@@ -14,7 +14,7 @@ def __getattr__(name: str):
 
         return getattr(expert, name)
     if name == "export_expert":
-        from experts.shipped import export_expert
+        from experts.export import export_expert
 
         return export_expert
     raise AttributeError(f"module 'experts' has no attribute {name!r}")

@@ -3,7 +3,9 @@
 Every observation an expert or a student sees comes from ``ale_py``'s C++
 ``AtariVectorEnv`` with its default preprocessing: 84x84 grayscale, frameskip 4
 with a max over the last two frames, a stack of 4 frames, up to 30 no-op starts,
-FIRE on reset. Observations are ``uint8 [N, 4, 84, 84]`` (channel first).
+FIRE on reset (not after a life loss). Observations are ``uint8 [N, 4, 84, 84]``
+(channel first). An expert trained through SB3's ``AtariWrapper`` instead had FIRE
+pressed after each life loss too: ``LifeLossFire`` replays that for it.
 
 Reward clipping and life-loss terminals are training conveniences, so they are
 done here in Python rather than in C++: the environment always reports raw
@@ -48,20 +50,82 @@ NUM_FULL_ACTIONS = len(FULL_ACTION_MEANINGS)
 OBS_SHAPE = (4, 84, 84)
 
 #: The pipelines an expert can have been trained through (its ``observation_pipeline``).
-#: They differ in one way that matters to the labels: after a life loss SB3's
-#: ``EpisodicLifeEnv`` + ``VecFrameStack`` start a new, zero-padded frame stack, while
-#: ``AtariVectorEnv`` (``amn experts train``: life loss is only a ``done`` flag for SB3)
-#: keeps stacking the game's frames.
+#: They differ after a life loss, in two ways that matter to the labels: SB3's
+#: ``EpisodicLifeEnv`` + ``VecFrameStack`` start a new, zero-padded frame stack and its
+#: ``FireResetEnv`` presses FIRE, while ``AtariVectorEnv`` (``amn experts train``: life loss
+#: is only a ``done`` flag for SB3) keeps stacking the game's frames and leaves FIRE to the agent.
 PIPELINE_ALE = "ale_py.AtariVectorEnv"
 PIPELINE_SB3 = "sb3.AtariWrapper"  # the RL-zoo's checkpoints
 PIPELINES = (PIPELINE_ALE, PIPELINE_SB3)
 
 
-def life_loss_restarts_stack(pipeline: str) -> bool:
-    """Whether an expert trained through ``pipeline`` saw a fresh frame stack after each life loss."""
+def _check_pipeline(pipeline: str) -> str:
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown observation pipeline {pipeline!r}; expected one of {', '.join(PIPELINES)}")
-    return pipeline == PIPELINE_SB3
+    return pipeline
+
+
+def life_loss_restarts_stack(pipeline: str) -> bool:
+    """Whether an expert trained through ``pipeline`` saw a fresh frame stack after each life loss."""
+    return _check_pipeline(pipeline) == PIPELINE_SB3
+
+
+def life_loss_presses_fire(pipeline: str) -> bool:
+    """Whether ``pipeline`` pressed FIRE for the agent after each life loss.
+
+    SB3's ``AtariWrapper`` ends the agent's episode at a life loss (``EpisodicLifeEnv``) and its
+    ``FireResetEnv`` presses FIRE at every reset, so a zoo expert never had to serve the ball
+    after losing a life; ``AtariVectorEnv`` presses FIRE only when a new game starts, so an
+    expert of ``amn experts train`` learned to press it itself.
+    """
+    return _check_pipeline(pipeline) == PIPELINE_SB3
+
+
+class LifeLossFire:
+    """Presses FIRE, in place of the agent's action, on the agent step after a life loss.
+
+    What SB3's ``AtariWrapper`` did for a zoo expert, done on a vector of ``AtariVectorEnv``
+    envs: ``override`` the actions about to be sent, then ``observe`` the step's life losses.
+    The FIRE step counts as an agent step (see ``override``). Where SB3 hid three env steps
+    in its reset (NOOP, FIRE, then action 2), this presses FIRE alone: FIRE is what serves the
+    ball; the other two only shift the game by 8 frames.
+
+    :param num_envs: envs in the vector
+    :param fire: FIRE's index in the actions the caller sends (full or minimal action set)
+    """
+
+    def __init__(self, num_envs: int, fire: int):
+        self.fire = fire
+        self.pending = np.zeros(num_envs, dtype=bool)  # bool [n]: the env lost a life last step
+
+    @classmethod
+    def for_game(cls, game: str, num_envs: int, *, full_actions: bool) -> LifeLossFire | None:
+        """The presser for ``num_envs`` envs of ``game``, or None if its action set has no FIRE
+        (SB3 adds ``FireResetEnv`` only where it has). ``full_actions``: the caller sends indices
+        into the 18 full actions (the collector) rather than into the minimal set (evaluation).
+        Use it where ``life_loss_presses_fire`` holds for the expert's pipeline."""
+        meanings = action_meanings(game)
+        if "FIRE" not in meanings:
+            return None
+        return cls(num_envs, FULL_ACTION_MEANINGS.index("FIRE") if full_actions else meanings.index("FIRE"))
+
+    def reset(self) -> None:
+        """A real reset: ``AtariVectorEnv`` presses FIRE itself when a game starts."""
+        self.pending[:] = False
+
+    def override(self, actions: np.ndarray) -> np.ndarray:
+        """``actions`` ``int [n]`` with FIRE at the envs that lost a life on the last step.
+
+        That step is an agent step, counted, labelled and stored like any other: the vector
+        steps all its envs at once, so one env cannot take a step the others do not, and the
+        replay stores one state per env per step. It costs one agent step (4 frames) per life
+        lost; SB3's hidden steps were 12 frames that counted towards the frame cap too.
+        """
+        return np.where(self.pending, self.fire, actions)
+
+    def observe(self, life_lost: np.ndarray) -> None:
+        """``life_lost`` ``bool [n]``: the envs that lost a life (the game going on) on the step just received."""
+        self.pending = np.asarray(life_lost, dtype=bool).copy()
 
 
 def canonical_game(name: str) -> str:
@@ -144,6 +208,12 @@ def make_atari_vec(
     )
 
 
+def life_losses(before: np.ndarray, after: np.ndarray, done: np.ndarray) -> np.ndarray:
+    """``bool [n]``: the envs whose lives went down from ``before`` to ``after`` (``int [n]``) on a
+    step that did not end the game (``done``): at a game over the next game's lives are reported."""
+    return (after < before) & ~done
+
+
 class GameTracker:
     """Tracks raw full-game returns and life losses for a vector of envs.
 
@@ -166,7 +236,7 @@ class GameTracker:
         self.returns += rewards
         self.lengths += 1
         done = np.logical_or(terminated, truncated)
-        life_lost = (lives < self.lives) & ~done
+        life_lost = life_losses(self.lives, lives, done)
         finished = [(i, float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(done)]
         self.returns[done] = 0
         self.lengths[done] = 0

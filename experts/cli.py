@@ -37,6 +37,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     from amn.evaluation import HUMAN_RANDOM, human_normalized, play_games, summarize
     from experts import load_expert, registry
+    from experts.atari import life_loss_presses_fire
 
     torch.set_num_threads(args.threads)
     expert = load_expert(args.expert, game=args.game)
@@ -44,7 +45,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     epsilon = args.epsilon if args.epsilon is not None else (0.0 if args.policy == "sample" else 0.01)
     act = expert.sampler(args.seed) if args.policy == "sample" else expert.act
     returns = play_games(act, expert.game, args.episodes, epsilon=epsilon, sticky=args.sticky,
-                         seed=args.seed, num_envs=args.num_envs, max_frames=args.max_frames)
+                         seed=args.seed, num_envs=args.num_envs, max_frames=args.max_frames,
+                         fire_after_life_loss=life_loss_presses_fire(expert.observation_pipeline))
     result = summarize(returns)
     result.update(expert=expert.name, game=expert.game, algo=expert.algo, policy=args.policy, epsilon=epsilon,
                   sticky=args.sticky, seed=args.seed, max_frames=args.max_frames, command=_command_line())
@@ -124,7 +126,8 @@ def _export(args: argparse.Namespace) -> None:
 
     from amn.evaluation import play_games, summarize
     from experts import export_expert, load_expert
-    from experts.shipped import record_score
+    from experts.atari import life_loss_presses_fire
+    from experts.export import record_score
 
     torch.set_num_threads(args.threads)
     path = export_expert(load_expert(args.model, game=args.game), args.name, out_dir=args.out_dir,
@@ -133,7 +136,8 @@ def _export(args: argparse.Namespace) -> None:
     if args.episodes > 0:
         # Measure what ships: float16 rounding can flip a near-tied greedy action of the source.
         shipped = load_expert(path)
-        returns = play_games(shipped.act, shipped.game, args.episodes, epsilon=args.epsilon, seed=args.seed)
+        returns = play_games(shipped.act, shipped.game, args.episodes, epsilon=args.epsilon, seed=args.seed,
+                             fire_after_life_loss=life_loss_presses_fire(shipped.observation_pipeline))
         score = dict(summarize(returns), protocol=_protocol(args.epsilon, False, args.seed))
         record_score(path, score)
         print(f"measured the exported weights: {score['mean']:.1f} ± {score['std']:.1f} over {score['episodes']} games")

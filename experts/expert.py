@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experts.atari import OBS_SHAPE, PIPELINE_ALE, action_meanings, life_loss_restarts_stack, minimal_action_set
+from experts.atari import (OBS_SHAPE, PIPELINE_ALE, PIPELINES, action_meanings, canonical_game,
+                           life_loss_restarts_stack, minimal_action_set)
 from experts.network import ExpertNetwork
+from experts.shipped import SHIPPED_DIR, read_metadata, sha256_file, shipped_names
 
 
 class Expert:
@@ -121,8 +123,6 @@ def load_expert(name_or_path: str | Path, *, game: str | None = None) -> Expert:
     expert must play it. Errors are one-line ``ValueError``/``FileNotFoundError``
     naming the file and what to do.
     """
-    from experts.atari import canonical_game
-
     expert = _load(name_or_path, game)
     if game is not None and canonical_game(game) != expert.game:
         raise ValueError(f"{expert.meta.get('source', name_or_path)}: expert {expert.name!r} plays {expert.game}, "
@@ -131,22 +131,22 @@ def load_expert(name_or_path: str | Path, *, game: str | None = None) -> Expert:
 
 
 def _load(name_or_path: str | Path, game: str | None) -> Expert:
-    from experts import registry, shipped
+    from experts import registry
     from experts.zoo import read_sb3_zip
 
     path = Path(name_or_path)
     if path.is_file() or path.suffix.lower() in (".zip", ".pt", ".json") or len(path.parts) > 1:
         if path.suffix.lower() in (".pt", ".json"):
-            return shipped.load_own(path)
+            return load_own(path)
         ckpt = read_sb3_zip(path, game=game)
         net = ExpertNetwork(len(ckpt.state_dict["head.bias"]))
         net.load_state_dict(ckpt.state_dict)
         return Expert(net, ckpt.game, ckpt.algo, ckpt.meta, name=path.stem)
 
     name = str(name_or_path).lower()
-    own = shipped.SHIPPED_DIR / f"{name}.json"
+    own = SHIPPED_DIR / f"{name}.json"
     if own.is_file():
-        return shipped.load_own(own, name=name)
+        return load_own(own, name=name)
     entries = registry.load_registry()
     if name in entries:
         entry = entries[name]
@@ -157,7 +157,40 @@ def _load(name_or_path: str | Path, game: str | None) -> Expert:
         expert = _load(target, entry.get("game"))
         expert.name = name
         return expert
-    known = sorted(set(shipped.shipped_names()) | set(entries))
+    known = sorted(set(shipped_names()) | set(entries))
     raise FileNotFoundError(f"unknown expert {name_or_path!r}: not a file, not shipped, not in "
                             f"{registry.registry_path()} (known: {', '.join(known) or 'none'}); "
                             f"give a path or run `amn experts import PATH --name NAME`")
+
+
+def load_own(path: str | Path, name: str | None = None):
+    """Load ``<name>.json`` + its ``.pt`` (either path may be given) as an :class:`experts.Expert`."""
+    json_path = Path(path).with_suffix(".json")
+    meta = read_metadata(json_path)
+    pt = json_path.parent / meta["weights"]
+    if not pt.is_file():
+        raise FileNotFoundError(f"{pt}: weights file named by {json_path} is missing; copy it beside the .json or re-export")
+    digest = sha256_file(pt)
+    if digest != meta["sha256"]:
+        raise ValueError(f"{pt}: sha256 mismatch (file {digest[:12]}…, {json_path.name} says {str(meta['sha256'])[:12]}…): "
+                         f"the weights were modified or truncated; restore or re-export them")
+    try:
+        game = canonical_game(str(meta["game"]))
+    except ValueError as err:
+        raise ValueError(f"{json_path}: {err}; fix the 'game' key") from None
+    if meta["observation_pipeline"] not in PIPELINES:
+        raise ValueError(f"{json_path}: observation_pipeline {meta['observation_pipeline']!r} is not one of "
+                         f"{', '.join(PIPELINES)}; re-export it with `amn experts export`")
+    action_set = minimal_action_set(game)
+    if list(meta["action_set"]) != action_set or int(meta["num_actions"]) != len(action_set):
+        raise ValueError(f"{json_path}: action_set {meta['action_set']} (num_actions {meta['num_actions']}) is not "
+                         f"{game}'s minimal action set {action_set}; re-export it")
+    try:
+        state = torch.load(pt, map_location="cpu", weights_only=True)
+        net = ExpertNetwork(len(action_set))
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+    except Exception as err:  # any unreadable or mismatched weights file
+        raise ValueError(f"{pt}: cannot load weights ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                         f"re-export it with `amn experts export`") from None
+    info = dict(meta, format="own", source=str(json_path))
+    return Expert(net, game, str(meta["algo"]), info, name=name or json_path.stem)

@@ -44,7 +44,9 @@ class AleVecEnv(VecEnv):
 
     def reset(self) -> np.ndarray:
         obs, info = self.env.reset(seed=self._seed)
-        self._seed += 1  # a later reset() must not replay the same games
+        # AtariVectorEnv seeds env i with seed + i, so a step of 1 would hand env i the games env
+        # i+1 just had; a step of num_envs gives every reset() num_envs seeds no earlier one used.
+        self._seed += self.num_envs
         self.tracker.reset(info["lives"])
         return obs
 

@@ -1,17 +1,19 @@
-"""Benchmark the student trainer for a config: the real loop end to end, and its parts alone.
+"""Benchmark the student trainer for a config: the real loop end to end, its parts alone, its ceiling.
 
-1. Components, each timed alone on warm replays with the trainer's own pieces
-   (``Collector``, ``Learner``): the student acting, the environments stepping, the
-   experts labelling (+ replay add), replay sampling, and one update (forward +
-   backward + Adam). Each gives a bound: the agent steps/s if it were the only cost.
-2. End to end: ``amn.trainer.train`` itself for ``--seconds`` after its warm-up, as
-   TensorBoard's ``perf/agent_steps_per_s`` reports it.
+1. The machine: CPU model, the flags that decide the kernels (AVX-512, AVX-512-BF16, AMX),
+   cores, torch build and threads, and the precision the config resolves to here.
+2. Components, each timed alone on warm replays with the trainer's own pieces
+   (``Collector``, ``Learner``), in float32 and in bfloat16: the student acting, the
+   environments stepping, the experts labelling (+ replay add; always float32), replay
+   sampling, and the update (forward + backward + Adam). Medians of ``--repeats`` rounds.
+3. The ceiling: the parts' CPU work per lockstep step with the fastest kernel of each
+   (the environments' C++ threads included), spread over the cores. No schedule of this
+   work on this machine beats it.
+4. End to end: ``amn.trainer.train`` itself for ``--seconds`` after its warm-up, as
+   TensorBoard's ``perf/agent_steps_per_s`` reports it, as % of the ceiling.
+5. ``--peer``: the same run's ratio to the straightforward loop (``scripts/bench_peer.py``).
 
-The update is the cost the schedule cannot avoid, so its bound is the reference:
-with ``overlap_update`` the games and the experts run beside it on the second core,
-and the goal is end to end >= 80 % of it.
-
-    .venv/bin/python scripts/bench_trainer.py --config configs/default.yaml --seconds 90
+    .venv/bin/python scripts/bench_trainer.py --config configs/default.yaml --seconds 90 --peer
     .venv/bin/python scripts/bench_trainer.py --set overlap_update=false   # the sequential loop
 """
 
@@ -32,7 +34,8 @@ from amn.config import load_config
 from amn.replay import GameReplay
 from amn.student import FEATURE_DIM
 from amn.tb import Scalars
-from amn.trainer import Learner, build_student, make_loss, train
+from amn.learner import Learner, build_student, make_loss
+from amn.trainer import train
 
 
 def time_calls(fn, seconds: float) -> float:
@@ -45,17 +48,33 @@ def time_calls(fn, seconds: float) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def components(cfg, seconds: float) -> dict[str, float]:
-    """Seconds per lockstep step of each part of the loop, each timed alone."""
+def cpu_description() -> str:
+    """CPU model and the flags that pick oneDNN's kernels, from /proc/cpuinfo (Linux) or platform."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model} ({', '.join(shown) or 'no AVX2/AVX-512 flags'})"
+
+
+def components(cfg, seconds: float, precision: str) -> dict[str, float]:
+    """Seconds per lockstep step of each part of the loop, each timed alone, in ``precision``."""
     loss_fn = make_loss(cfg)
     experts = load_experts(cfg)
     G, B = cfg.num_games, cfg.batch_per_game
     replays = [GameReplay(2048, cfg.envs_per_game, store_values=loss_fn.needs_expert_values,
                           feature_dim=FEATURE_DIM if cfg.feature_regression else 0) for _ in range(G)]
     student, projections, params, optimizer = build_student(cfg)
-    collector = Collector(cfg, experts, replays, seed=cfg.seed)
+    collector = Collector(cfg, experts, replays, seed=cfg.seed, precision=precision)
     learner = Learner(cfg, student, projections, params, optimizer, loss_fn, list(range(G)), collector.masks,
-                      Scalars())
+                      Scalars(), precision=precision)
     rng = np.random.default_rng(0)
     while min(len(r) for r in replays) < 512:
         collector.step(student, cfg.epsilon, rng)
@@ -108,32 +127,61 @@ def end_to_end(cfg_path: Path, overrides: list[str], seconds: float) -> tuple[fl
     return float(np.mean([m[0] for m in measured])), float(np.mean([m[1] for m in measured]))
 
 
+PARTS = ("student acting", "environments", "expert labelling + replay add", "replay sampling",
+         "update (forward + backward + Adam)")
+
+
 def main() -> None:
+    import statistics
+
+    from amn.precision import describe, resolve_precision
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path("configs/default.yaml"))
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--seconds", type=float, default=90.0, help="end-to-end time after the warm-up")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the component timings (medians)")
+    parser.add_argument("--peer", action="store_true", help="also time the straightforward loop")
+    parser.add_argument("--peer-seconds", type=float, default=60.0)
     args = parser.parse_args()
 
     cfg = load_config(args.config, args.set)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    chosen = resolve_precision(cfg.precision, torch.device("cpu"))
     per_lockstep = cfg.agent_steps_per_lockstep
-    parts = components(cfg, seconds=5.0)
+    rounds = {p: [components(cfg, 2.0, p) for _ in range(args.repeats)] for p in ("float32", "bfloat16")}
+    parts = {p: {k: statistics.median(r[k] for r in rs) for k in PARTS} for p, rs in rounds.items()}
     rate, update_rate = end_to_end(args.config, args.set, args.seconds)
+    peer = None
+    if args.peer:
+        from bench_peer import run_peer
 
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); config {args.config} ({', '.join(g.game for g in cfg.games)}; "
-          f"envs_per_game {cfg.envs_per_game}; loss {cfg.loss}; overlap_update {cfg.overlap_update})")
-    print(f"{'component (timed alone)':<38}{'ms per lockstep':>16}{'bound (agent steps/s)':>24}")
-    for name, t in parts.items():
-        print(f"{name:<38}{1000 * t:>16.2f}{per_lockstep / t:>24,.0f}")
-    update = parts["update (forward + backward + Adam)"] + parts["replay sampling"]
-    collect = parts["student acting"] + parts["expert labelling + replay add"] + parts["environments"]
-    print(f"sequential bound (all parts in turn): {per_lockstep / (update + collect):,.0f} agent steps/s; "
-          f"update bound (update + sampling): {per_lockstep / update:,.0f}")
-    print(f"end to end (amn.trainer.train, {args.seconds:.0f} s after warm-up): {rate:,.0f} agent steps/s, "
-          f"{update_rate:,.1f} updates/s = {100 * rate / (per_lockstep / update):.0f} % of the update bound")
+        torch.set_num_threads(os.cpu_count() or 1)  # torch's default, as a user's first loop runs
+        peer_threads = torch.get_num_threads()
+        peer = run_peer(load_config(args.config, args.set), args.peer_seconds)
+        torch.set_num_threads(cfg.torch_threads or peer_threads)
+
+    cores = os.cpu_count() or 1
+    print(f"{cpu_description()}, {cores} cores; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"config {args.config} ({', '.join(g.game for g in cfg.games)}; envs_per_game {cfg.envs_per_game}; "
+          f"loss {cfg.loss}; overlap_update {cfg.overlap_update}); {describe(chosen, cfg.precision, torch.device('cpu'))}")
+    print(f"{'component (timed alone, median of ' + str(args.repeats) + ')':<40}{'float32 ms':>12}{'bfloat16 ms':>13}"
+          f"{'bound (agent steps/s)':>24}")
+    fastest = {}
+    for name in PARTS:
+        t32, t16 = parts["float32"][name], parts["bfloat16"][name]
+        fastest[name] = min(t32, t16)
+        print(f"{name:<40}{1000 * t32:>12.2f}{1000 * t16:>13.2f}{per_lockstep / parts[chosen][name]:>24,.0f}")
+    ceiling = per_lockstep * cores / sum(fastest.values())
+    update = parts[chosen]["update (forward + backward + Adam)"] + parts[chosen]["replay sampling"]
+    print(f"ceiling (fastest kernel of each part, {1000 * sum(fastest.values()):.1f} ms of CPU work per lockstep "
+          f"step over {cores} cores): {ceiling:,.0f} agent steps/s; update bound ({chosen}): {per_lockstep / update:,.0f}")
+    print(f"end to end (amn.trainer.train, {chosen}, {args.seconds:.0f} s after warm-up): {rate:,.0f} agent steps/s, "
+          f"{update_rate:,.1f} updates/s = {100 * rate / ceiling:.0f} % of the ceiling")
+    if peer is not None:
+        print(f"straightforward loop (scripts/bench_peer.py, float32, {peer_threads} torch threads): "
+              f"{peer:,.0f} agent steps/s; the trainer is {rate / peer:.2f}x it")
 
 
 if __name__ == "__main__":

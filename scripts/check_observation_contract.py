@@ -7,9 +7,12 @@ actions, up to 30 no-op starts, 108k-frame cap) through
 * ``amn.collect.Collector``: the student's data-collection environment, the expert
   acting on the collector's training view (what it labels during distillation);
 * ``ale_py.AtariVectorEnv`` as evaluation uses it (``amn.evaluation.play_games``),
-  the pipeline of ``amn experts train``; and
+  the pipeline of ``amn experts train`` (FIRE pressed after a life loss where the
+  expert's pipeline pressed it); and
 * SB3's ``make_atari_env("<Game>NoFrameskip-v4")`` + ``VecFrameStack(4)`` (the RL-zoo's
-  ``AtariWrapper``, OpenCV resize), transposed to channel first,
+  ``AtariWrapper``, OpenCV resize), transposed to channel first, as the zoo trained: a
+  life loss ends the agent's episode (a new frame stack, FIRE pressed at the reset), the
+  score is the full game's (``Monitor``, under the wrappers),
 
 then prints each mean ± std and a Welch t statistic for the difference between the
 collector and the expert's own training pipeline, and writes
@@ -37,7 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def play_sb3_pipeline(act, game: str, episodes: int, *, epsilon: float, seed: int, num_envs: int) -> list[float]:
-    """Full-game raw returns through SB3's ``AtariWrapper`` pipeline; same per-env quotas as ``play_games``."""
+    """Full-game raw returns through SB3's ``AtariWrapper`` pipeline; same per-env quotas as ``play_games``.
+
+    ``terminal_on_life_loss`` stays on, as in the zoo's training: each life is an episode for the
+    agent (``VecFrameStack`` starts a new stack, ``FireResetEnv`` presses FIRE), and a game ends
+    when ``Monitor``, below the wrappers, reports its raw return in ``info["episode"]``."""
     import ale_py
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_atari_env
@@ -46,9 +53,9 @@ def play_sb3_pipeline(act, game: str, episodes: int, *, epsilon: float, seed: in
     gym.register_envs(ale_py)
     n = min(episodes, num_envs)
     env = VecFrameStack(make_atari_env(f"{game}NoFrameskip-v4", n_envs=n, seed=seed,
-                                       wrapper_kwargs=dict(terminal_on_life_loss=False, clip_reward=False)), 4)
+                                       wrapper_kwargs=dict(clip_reward=False)), 4)
     quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
-    played, running = np.zeros(n, dtype=np.int64), np.zeros(n)
+    played = np.zeros(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
     num_actions = int(env.action_space.n)
     results: list[float] = []
@@ -58,14 +65,12 @@ def play_sb3_pipeline(act, game: str, episodes: int, *, epsilon: float, seed: in
         actions = np.asarray(act(np.ascontiguousarray(obs.transpose(0, 3, 1, 2)))).astype(np.int64)
         explore = rng.random(n) < epsilon
         actions[explore] = rng.integers(0, num_actions, int(explore.sum()))
-        obs, reward, done, _ = env.step(actions)
-        running += reward
-        for i in np.flatnonzero(done):
-            if played[i] < quota[i]:
-                results.append(float(running[i]))
+        obs, _, _, infos = env.step(actions)
+        for i, info in enumerate(infos):
+            if "episode" in info and played[i] < quota[i]:  # a game over, not a life loss
+                results.append(float(info["episode"]["r"]))
                 played[i] += 1
-                print(f"  sb3 pipeline game {len(results)}/{episodes}: {running[i]:g}", flush=True)
-            running[i] = 0.0
+                print(f"  sb3 pipeline game {len(results)}/{episodes}: {results[-1]:g}", flush=True)
     env.close()
     return results
 
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from amn.collect import play_through_collector
     from amn.evaluation import play_games
     from experts import load_expert
-    from experts.atari import PIPELINE_ALE, PIPELINE_SB3
+    from experts.atari import PIPELINE_ALE, PIPELINE_SB3, life_loss_presses_fire
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("expert", help="expert name or path (as for load_expert)")
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         ("amn.collect.Collector", lambda: play_through_collector(expert, args.episodes, epsilon=args.epsilon,
                                                                   seed=args.seed)),
         (PIPELINE_ALE, lambda: play_games(expert.act, expert.game, args.episodes, epsilon=args.epsilon,
-                                          seed=args.seed, num_envs=args.num_envs, progress=False)),
+                                          seed=args.seed, num_envs=args.num_envs, progress=False,
+                                          fire_after_life_loss=life_loss_presses_fire(expert.observation_pipeline))),
         (PIPELINE_SB3, lambda: play_sb3_pipeline(expert.act, expert.game, args.episodes, epsilon=args.epsilon,
                                                  seed=args.seed, num_envs=args.num_envs)),
     ]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from amn.cli import UsageError, main
+from amn.cli import main
+from amn.errors import UsageError
 from amn.config import TrainConfig, apply_overrides, from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,6 +18,7 @@ import torch
 
 from amn.cli import main
 from amn.config import load_config
+from amn.resume import load_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -32,7 +33,7 @@ def tiny_config(*extra: str):
 
 
 def counters(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["counters"]
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["counters"]
 
 
 def scalars(run_dir: Path) -> dict[str, list]:
@@ -135,7 +136,7 @@ def test_sigterm_checkpoints_and_masked_actions_never_learn(tmp_path, monkeypatc
 
     def step_then_sigterm(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 401:  # the 401st step is interrupted before it starts
+        if calls["n"] == 401:  # SIGTERM lands in the 401st step, which still completes
             os.kill(os.getpid(), signal.SIGTERM)
         return real_step(self, *a, **k)
 
@@ -143,9 +144,9 @@ def test_sigterm_checkpoints_and_masked_actions_never_learn(tmp_path, monkeypatc
     initial = collect.Student(1).state_dict()  # Student's init is seeded the same way in train()
     monkeypatch.setattr(collect.Collector, "step", step_then_sigterm)
     summary = trainer.train(cfg, tmp_path / "run", progress=False, evaluate=False)
-    assert summary["status"] == "interrupted" and summary["agent_steps"] == 400
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert ckpt["counters"]["agent_steps"] == 400 and ckpt["counters"]["updates"] > 0
+    assert summary["status"] == "interrupted" and summary["agent_steps"] == 401
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["counters"]["agent_steps"] == 401 and ckpt["counters"]["updates"] > 0
 
     from experts.atari import minimal_action_set
 
@@ -159,11 +160,12 @@ def test_epsilon_greedy_actor_only_picks_valid_actions():
     from amn.collect import Collector
     from amn.replay import GameReplay
     from amn.student import Student
-    from experts.atari import minimal_action_set
+    from experts.atari import PIPELINE_SB3, minimal_action_set
 
     class FakeExpert:  # acting needs only the action set (and how to view a life loss)
         action_set = minimal_action_set("Pong")
         life_loss_restarts_stack = True
+        observation_pipeline = PIPELINE_SB3  # the collector asks it whether to press FIRE after a life loss
 
     cfg = tiny_config("envs_per_game=4")
     collector = Collector(cfg, [FakeExpert()], [GameReplay(100, 4)], seed=0)
@@ -225,7 +227,7 @@ def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path):
         run = tmp_path / f"overlap-{overlap}"
         cfg = tiny_config("total_agent_steps=600", f"overlap_update={str(overlap).lower()}")
         train(cfg, run, progress=False, evaluate=False)
-        ckpts[overlap] = torch.load(run / "checkpoint.pt", weights_only=False)
+        ckpts[overlap] = torch.load(run / "checkpoint.pt", weights_only=True)
     threaded, sequential = ckpts[True], ckpts[False]
     assert threaded["counters"] == sequential["counters"] and threaded["counters"]["updates"] > 100
     for name, tensor in sequential["student"].items():
@@ -236,3 +238,105 @@ def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path):
     torch.manual_seed(cfg.seed)  # the trainer's initial student: the updates did move it
     initial = Student(1).state_dict()
     assert all(not torch.equal(initial[k], threaded["student"][k]) for k in ("trunk.0.weight", "heads.0.weight"))
+
+
+def _good_run(run: Path) -> str:
+    """A finished 200-step run in ``run``; the sha256 of its checkpoint."""
+    from amn.trainer import train
+
+    train(tiny_config("total_agent_steps=200"), run, progress=False, evaluate=False)
+    return hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("signum, overlap", [(signal.SIGTERM, True), (signal.SIGINT, True), (signal.SIGINT, False)],
+                         ids=["SIGTERM-overlap", "SIGINT-overlap", "SIGINT-sequential"])
+def test_signal_during_a_diverging_update_still_raises_and_keeps_the_last_good_checkpoint(
+        tmp_path, monkeypatch, signum, overlap):
+    """Ctrl-C/SIGTERM while the update that diverges runs: NonFiniteLoss, not "interrupted" plus a checkpoint."""
+    from amn import trainer
+
+    run = tmp_path / "run"
+    good = _good_run(run)
+
+    def signal_then_diverge(self, batches, step):
+        os.kill(os.getpid(), signum)
+        time.sleep(0.2)  # the main thread gets the signal while this update is still running
+        raise trainer.NonFiniteLoss(f"non-finite gradient norm at agent step {step}", step=step)
+
+    monkeypatch.setattr(trainer.Learner, "update", signal_then_diverge)
+    cfg = load_run_config(run, ["total_agent_steps=2000", f"overlap_update={str(overlap).lower()}"])
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(trainer.NonFiniteLoss, match="non-finite gradient norm"):
+        trainer.train(cfg, run, resume=True, progress=False, evaluate=False)
+    assert hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest() == good
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # put back
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "sequential"])
+def test_signal_during_a_good_update_checkpoints_that_step(tmp_path, monkeypatch, overlap):
+    """The step whose update got the signal completes, is counted and checkpointed; the run says "interrupted"."""
+    from amn import trainer
+
+    real_update = trainer.Learner.update
+    seen = []
+
+    def signal_during_the_third(self, batches, step):
+        seen.append(step)
+        if len(seen) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the signal arrives before the update computes
+        real_update(self, batches, step)
+
+    monkeypatch.setattr(trainer.Learner, "update", signal_during_the_third)
+    cfg = tiny_config("total_agent_steps=100000", f"overlap_update={str(overlap).lower()}")
+    summary = trainer.train(cfg, tmp_path / "run", progress=False, evaluate=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert summary["status"] == "interrupted"
+    assert summary["agent_steps"] == ckpt["counters"]["agent_steps"] == seen[2] == seen[-1]
+    assert ckpt["counters"]["updates"] == len(seen) == 3
+
+
+def test_signal_during_the_final_checkpoint_waits_for_it(tmp_path, monkeypatch):
+    """Ctrl-C while the last checkpoint is written: the file is written, then the run counts as interrupted."""
+    from amn import trainer
+
+    real_save = trainer.save_checkpoint
+
+    def interrupted_save(path, payload):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        real_save(path, payload)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", interrupted_save)
+    summary = trainer.train(tiny_config("total_agent_steps=200"), tmp_path / "run", progress=False, evaluate=True)
+    assert summary["status"] == "interrupted" and summary["evaluation"] is None  # no evaluation after Ctrl-C
+    assert counters(tmp_path / "run")["agent_steps"] == 200
+
+
+def test_update_thread_uses_torch_threads(tmp_path, monkeypatch):
+    """The update thread computes with cfg.torch_threads, also when the acting thread's count changes."""
+    import threading
+
+    from amn import collect, trainer
+
+    real_update, real_step = trainer.Learner.update, collect.Collector.step
+    threads = []
+
+    def record_threads(self, batches, step):
+        threads.append((threading.current_thread().name, torch.get_num_threads()))
+        real_update(self, batches, step)
+
+    def step_on_one_thread(self, *a, **k):
+        torch.set_num_threads(1)  # e.g. acting code pinning its own thread count
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(trainer.Learner, "update", record_threads)
+    monkeypatch.setattr(collect.Collector, "step", step_on_one_thread)
+    before = torch.get_num_threads()
+    try:
+        trainer.train(tiny_config("total_agent_steps=150", "torch_threads=3", "overlap_update=true"),
+                      tmp_path / "run", progress=False, evaluate=False)
+    finally:
+        torch.set_num_threads(before)
+    assert threads and all(name.startswith("amn-update") for name, _ in threads)
+    assert {n for _, n in threads} == {3}

@@ -336,6 +336,3 @@ def get_loss(name: str, **options: Any) -> StudentLoss:
         raise ValueError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}; valid options: {listed}")
     return cls(**options)
 
-
-# The loss families register themselves with @_register on import.
-from amn.losses import likelihood, noel, square  # noqa: E402,F401

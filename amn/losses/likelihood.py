@@ -5,6 +5,8 @@ Only ``cc`` is not proper; the table in :mod:`amn.losses.library` gives each min
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from amn.losses.library import (
@@ -20,16 +22,22 @@ from amn.losses.library import (
 class CrossEntropy(StudentLoss):
     """Actor-Mimic policy regression (Parisotto et al., ICLR 2016).
 
-    ℓ = −Σ_i y_i log p_i, p = softmax(z) over valid actions.
-    Proper: the expected loss is minimised by softmax(z) = y.
+    ℓ = −Σ_i y_i log p_i, p = softmax(α·z) over valid actions (option ``logit_scale`` α,
+    default 1). Proper: the expected loss is minimised by softmax(α·z) = y.
     Shapes: logits, target, mask ``[B, A]`` → loss ``[B]``.
     """
 
     name = "ce"
     proper = True
 
+    def __init__(self, logit_scale: float = 1.0) -> None:
+        # α < 1 gives cross-entropy the slow response CC has at uniform logits (α = 1/(K+1)):
+        # an experiment that separates that cause from the others (README, CC-AMN on Pong).
+        self.logit_scale = _check_positive(self.name, "logit_scale", logit_scale)
+
     def _rows(self, logits, target, mask, expert_values):
-        logp = _masked_log_softmax(logits, mask)
+        z = logits if self.logit_scale == 1.0 else logits * self.logit_scale
+        logp = _masked_log_softmax(z, mask)
         return -(target * logp).sum(-1), {}
 
 
@@ -46,6 +54,15 @@ class ContinuousCategorical(StudentLoss):
     *mean* equals y, and λ = softmax(z) is much sharper than y:
     y = (0.7, 0.3) gives λ* ≈ (0.935, 0.065); y = (0.7, 0.2, 0.1) gives
     λ* ≈ (0.9905, 0.0094, 5.3e-5). It keeps the expert's argmax.
+
+    Option ``logit_scale`` α (default 1): the CC is evaluated at α·z, so λ = softmax(α·z).
+    α changes neither the student's greedy policy (argmax z) nor the family of
+    distributions, only the dynamics. ``"auto"`` is α = K + 1 per row (K valid actions):
+    at uniform logits the CC mean's Jacobian in its logits is the flat Dirichlet's
+    covariance (I − 11ᵀ/K)/(K(K+1)), 1/(K+1) of the softmax's (I − 11ᵀ/K)/K, so with
+    α = K + 1 a step in z moves the CC mean as far as it moves softmax(z) under
+    cross-entropy. Its minimiser then has softmax(z*) = y + O(|y − 1/K|²) near uniform
+    (exactly μ(α·z*) = y), i.e. the student's softmax is again close to the expert's.
     Shapes: logits, target, mask ``[B, A]`` → loss ``[B]``.
     """
 
@@ -53,19 +70,31 @@ class ContinuousCategorical(StudentLoss):
     proper = False
     NORMALISERS: ClassVar[tuple[str, ...]] = ("guarded", "naive", "authors")
 
-    def __init__(self, normaliser: str = "guarded") -> None:
+    def __init__(self, normaliser: str = "guarded", logit_scale: float | str = 1.0) -> None:
         if normaliser not in self.NORMALISERS:
             raise ValueError(
                 f"cc: option normaliser={normaliser!r} is not valid; valid: "
                 f"{', '.join(self.NORMALISERS)}"
             )
         self.normaliser = normaliser
+        if logit_scale != "auto":
+            if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)):
+                raise ValueError(f"cc: option logit_scale={logit_scale!r} must be a number > 0 or 'auto' (K + 1)")
+            logit_scale = _check_positive(self.name, "logit_scale", logit_scale)
+        self.logit_scale = logit_scale
+
+    def scale(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | float:
+        """α per row ``[B, 1]`` for ``"auto"`` (K + 1), else the number."""
+        if self.logit_scale == "auto":
+            return (_n_valid(mask, dtype) + 1).unsqueeze(-1)
+        return self.logit_scale
 
     def _rows(self, logits, target, mask, expert_values):
-        # Imported lazily so this module imports while cc.py is being written.
         from amn.losses.cc import cc_loss
 
-        loss, diag = cc_loss(logits, target, mask, normaliser=self.normaliser)
+        alpha = self.scale(mask, logits.dtype)
+        scaled = logits if isinstance(alpha, float) and alpha == 1.0 else logits * alpha
+        loss, diag = cc_loss(scaled, target, mask, normaliser=self.normaliser)
         return loss, dict(diag)
 
 

@@ -1,0 +1,128 @@
+"""``amn study``'s figures, from the curve rows and records of :mod:`amn.study_report`.
+
+Each function writes one PNG (atomically) and returns its path, or None when the runs logged
+nothing it could draw (then the summary says so instead of showing an empty figure). The x axis
+is agent steps summed over games, as in the configs and TensorBoard. Only reported seeds are
+drawn; the caller leaves tuning seeds out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Mimicry diagnostics drawn, with their axis label.
+MIMIC_PLOTS = {"agreement_heldout": "argmax agreement, held out", "agreement_train": "argmax agreement, train",
+               "kl_heldout": "KL(expert ‖ student), held out", "kl_cc_mean_heldout": "KL to the CC mean, held out"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _band(values: list[list[float]]) -> tuple[list[float], list[float], list[float]]:
+    """Mean, min and max of each list, ignoring NaN; NaN where a list is all NaN."""
+    out: tuple[list[float], list[float], list[float]] = ([], [], [])
+    for v in values:
+        finite = [x for x in v if not math.isnan(x)]
+        for dst, fn in zip(out, (np.mean, np.min, np.max)):
+            dst.append(float(fn(finite)) if finite else math.nan)
+    return out
+
+
+def plot_returns(rows: list[dict[str, Any]], variants: list[str], experts: dict[str, list[float]],
+                 path: Path) -> Path:
+    """Per game: evaluation return (mean and min–max over seeds) per variant, the expert's mean
+    as a dashed line, random play dotted, and a dotted vertical where a run went non-finite."""
+    from amn.evaluation import HUMAN_RANDOM
+
+    plt = _pyplot()
+    games = list(experts)
+    fig, axes = plt.subplots(1, len(games), figsize=(6 * len(games), 4), squeeze=False)
+    for ax, game in zip(axes[0], games):
+        for v in variants:
+            sel = [r for r in rows if r["game"] == game and r["variant"] == v]
+            steps = sorted({r["agent_steps"] for r in sel})
+            mean, lo, hi = _band([[r["return_mean"] for r in sel if r["agent_steps"] == s] for s in steps])
+            line, = ax.plot(steps, mean, marker="o", label=v)
+            ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
+            for r in sel:
+                if r["status"] == "nonfinite":
+                    ax.axvline(r["agent_steps"], color=line.get_color(), ls=":", lw=1)
+        ax.axhline(float(np.mean(experts[game])), color="k", ls="--", lw=1, label="expert (same protocol)")
+        if game in HUMAN_RANDOM:
+            ax.axhline(HUMAN_RANDOM[game][0], color="0.5", ls=":", lw=1, label="random")
+        ax.set(title=f"{game}: evaluation return (mean, min–max over seeds)", xlabel="agent steps (all games)",
+               ylabel="return")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_normaliser(rows: list[dict[str, Any]], variants: list[str], path: Path) -> Path | None:
+    """Per variant, over training: the share of loss rows the naive closed form gets wrong, sent to
+    cross-entropy, and non-finite (all games and seeds pooled per evaluation interval)."""
+    if not any(r["rows"] > 0 for r in rows):
+        return None
+    plt = _pyplot()
+    keys = [("ill_conditioned_rows", "naive form wrong"), ("fallback_rows", "fell back to CE"),
+            ("nonfinite_rows", "non-finite")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], keys):
+        for v in variants:
+            sel = [r for r in rows if r["variant"] == v and r["rows"] > 0]
+            steps = sorted({r["agent_steps"] for r in sel})
+            share = [sum(r[key] for r in sel if r["agent_steps"] == s) /
+                     sum(r["rows"] for r in sel if r["agent_steps"] == s) for s in steps]
+            if steps:
+                ax.plot(steps, share, marker="o", label=v)
+        # symlog: the fallback and non-finite shares are ~1e-3 beside naive CC's ~0.5
+        ax.set_yscale("symlog", linthresh=1e-4)
+        ax.set(title=f"share of rows: {title}", xlabel="agent steps (all games)",
+               ylabel="share of loss rows (symlog)", ylim=(0, 1.05))
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_mimicry(records: list[dict[str, Any]], variants: list[str], games: list[str], path: Path) -> Path | None:
+    """Agreement and KL over training, one row per logged diagnostic and one column per game:
+    mean over seeds at each log point per variant (seeds share their log steps)."""
+    logged = [k for k in MIMIC_PLOTS
+              if any(r["series"].get(g, {}).get(f"mimic/{k}") for r in records for g in games)]
+    if not logged:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(logged), len(games), figsize=(6 * len(games), 3.5 * len(logged)), squeeze=False)
+    for row, key in zip(axes, logged):
+        for ax, game in zip(row, games):
+            for v in variants:
+                by_step: dict[int, list[float]] = {}
+                for r in records:
+                    if r["variant"] == v:
+                        for s, value in r["series"].get(game, {}).get(f"mimic/{key}", []):
+                            by_step.setdefault(int(s), []).append(float(value))
+                if by_step:
+                    steps = sorted(by_step)
+                    ax.plot(steps, [float(np.mean(by_step[s])) for s in steps], label=v)
+            ax.set(title=f"{game}: {key}", xlabel="agent steps (all games)", ylabel=MIMIC_PLOTS[key])
+            if ax.lines:
+                ax.legend(fontsize=8)
+    return _save(fig, path)
