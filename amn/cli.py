@@ -3,7 +3,7 @@
 Each subsystem adds its own subcommands (``add_parsers(subparsers)``), so this
 file only routes: ``amn experts ...`` lives in ``experts/cli.py``,
 ``amn train-student`` and ``amn evaluate`` in ``amn/student_cli.py``, ``amn study`` in
-``amn/study.py``.
+``amn/study.py``, ``amn export-student`` in ``amn/export_student.py``, ``amn plot`` in ``amn/plot.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     from amn import study
 
     study.add_parsers(sub)
+    from amn import export_student, plot
+
+    export_student.add_parsers(sub)
+    plot.add_parsers(sub)
     return parser
 
 

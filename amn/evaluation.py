@@ -15,16 +15,70 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-#: Canonical game -> (random score, human score); dqn_zoo ``atari_data.py``.
+#: Canonical game -> (random score, human score), raw game score, for the 57 games of the standard
+#: benchmark. Source: Badia et al. 2020, "Agent57: Outperforming the Atari Human Benchmark" (ICML),
+#: appendix, the random and human columns of its per-game score table; the same numbers as
+#: dqn_zoo's ``atari_data.py`` (checked one by one). The random column of its 49 games is Mnih et
+#: al. 2015's (Nature 518, Extended Data Table 2), whose human column is an older one (Pong 9.3, not
+#: 14.6): not used here. The other ale-py games have no reference scores.
 HUMAN_RANDOM: dict[str, tuple[float, float]] = {
+    "Alien": (227.8, 7_127.7),
+    "Amidar": (5.8, 1_719.5),
+    "Assault": (222.4, 742.0),
+    "Asterix": (210.0, 8_503.3),
+    "Asteroids": (719.1, 47_388.7),
     "Atlantis": (12_850.0, 29_028.1),
+    "BankHeist": (14.2, 753.1),
+    "BattleZone": (2_360.0, 37_187.5),
+    "BeamRider": (363.9, 16_926.5),
+    "Berzerk": (123.7, 2_630.4),
+    "Bowling": (23.1, 160.7),
     "Boxing": (0.1, 12.1),
     "Breakout": (1.7, 30.5),
+    "Centipede": (2_090.9, 12_017.0),
+    "ChopperCommand": (811.0, 7_387.8),
     "CrazyClimber": (10_780.5, 35_829.4),
+    "Defender": (2_874.5, 18_688.9),
+    "DemonAttack": (152.1, 1_971.0),
+    "DoubleDunk": (-18.6, -16.4),
     "Enduro": (0.0, 860.5),
+    "FishingDerby": (-91.7, -38.7),
+    "Freeway": (0.0, 29.6),
+    "Frostbite": (65.2, 4_334.7),
+    "Gopher": (257.6, 2_412.5),
+    "Gravitar": (173.0, 3_351.4),
+    "Hero": (1_027.0, 30_826.4),
+    "IceHockey": (-11.2, 0.9),
+    "Jamesbond": (29.0, 302.8),
+    "Kangaroo": (52.0, 3_035.0),
+    "Krull": (1_598.0, 2_665.5),
+    "KungFuMaster": (258.5, 22_736.3),
+    "MontezumaRevenge": (0.0, 4_753.3),
+    "MsPacman": (307.3, 6_951.6),
+    "NameThisGame": (2_292.3, 8_049.0),
+    "Phoenix": (761.4, 7_242.6),
+    "Pitfall": (-229.4, 6_463.7),
     "Pong": (-20.7, 14.6),
+    "PrivateEye": (24.9, 69_571.3),
+    "Qbert": (163.9, 13_455.0),
+    "Riverraid": (1_338.5, 17_118.0),
+    "RoadRunner": (11.5, 7_845.0),
+    "Robotank": (2.2, 11.9),
     "Seaquest": (68.4, 42_054.7),
+    "Skiing": (-17_098.1, -4_336.9),
+    "Solaris": (1_236.3, 12_326.7),
     "SpaceInvaders": (148.0, 1_668.7),
+    "StarGunner": (664.0, 10_250.0),
+    "Surround": (-10.0, 6.5),
+    "Tennis": (-23.8, -8.3),
+    "TimePilot": (3_568.0, 5_229.2),
+    "Tutankham": (11.4, 167.6),
+    "UpNDown": (533.4, 11_693.2),
+    "Venture": (0.0, 1_187.5),
+    "VideoPinball": (16_256.9, 17_667.9),  # human barely above random: normalised scores swing widely
+    "WizardOfWor": (563.5, 4_756.5),
+    "YarsRevenge": (3_092.9, 54_576.9),
+    "Zaxxon": (32.5, 9_173.3),
 }
 
 #: An agent: observations ``uint8 [N, 4, 84, 84]`` -> greedy actions ``[N]`` (minimal-action-set indices).
@@ -32,10 +86,10 @@ Actor = Callable[[np.ndarray], np.ndarray]
 
 
 def play_games(act: Actor, game: str, episodes: int, **protocol) -> list[float]:
-    """Play ``episodes`` full games and return their raw scores, in the order they finished.
+    """Play ``episodes`` full games and return their raw scores, in the order they finished (or ``by_slot``).
 
     ``protocol`` takes the keyword options of :func:`play_games_side_by_side` (epsilon,
-    sticky, seed, num_envs, max_frames, fire_after_life_loss, progress), documented there;
+    sticky, seed, num_envs, max_frames, fire_after_life_loss, progress, by_slot), documented there;
     this is its one-agent case.
     """
     return play_games_side_by_side([act], game, episodes, **protocol)[0]
@@ -53,6 +107,7 @@ def play_games_side_by_side(
     max_frames: int = 108_000,
     fire_after_life_loss: bool = False,
     progress: bool = True,
+    by_slot: bool = False,
 ) -> list[list[float]]:
     """Each agent's raw full-game scores, ``[play_games(act, ...) for act in acts]``, played at once.
 
@@ -70,11 +125,15 @@ def play_games_side_by_side(
         (``experts.atari.life_loss_presses_fire(expert.observation_pipeline)``); a student of such
         an expert learned in a collector that did the same. That step counts as a step of the game.
     :param progress: show a tqdm bar (games done, ETA, running means)
+    :param by_slot: list each agent's scores by slot (env 0's games in the order it played them,
+        then env 1's, ...) rather than in the order they finished. Slot ``j`` starts from the same env
+        seed and no-op draw for every agent, explored by the same ε generator, so the agents' lists
+        line up as pairs of games; so does a later call with the same protocol (same slots).
 
     Each env is assigned its number of games up front (``episodes`` split as evenly as
     possible) and later games it starts are ignored, so the result is not biased toward
     short games, as "take the first ``episodes`` to finish" would be. Scores are listed in
-    the order they finished.
+    the order they finished unless ``by_slot``.
 
     Each agent has its own vector env, seeded and explored exactly as when it plays alone,
     so the returns are identical. They take turns: while one agent's network picks its
@@ -96,10 +155,11 @@ def play_games_side_by_side(
     if n < 1 or not acts:
         raise ValueError(f"need num_envs >= 1 and at least one agent, got num_envs={num_envs}, {len(acts)} agents")
     quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
+    first_slot = np.cumsum(quota) - quota  # int [n]: env i's games are slots first_slot[i] ...
     played = [np.zeros(n, dtype=np.int64) for _ in acts]
     running = [np.zeros(n, dtype=np.float64) for _ in acts]
     rngs = [np.random.default_rng(seed) for _ in acts]
-    results: list[list[float]] = [[] for _ in acts]
+    results: list[list[tuple[int, float]]] = [[] for _ in acts]  # (slot, score), in the order they finished
     envs = []
     steps, start = 0, time.monotonic()
     try:
@@ -125,10 +185,10 @@ def play_games_side_by_side(
                         lives[b] = info["lives"].copy()
                         for i in np.flatnonzero(terminated | truncated):
                             if played[b][i] < quota[i]:
-                                results[b].append(float(running[b][i]))
+                                results[b].append((int(first_slot[i] + played[b][i]), float(running[b][i])))
                                 played[b][i] += 1
                                 bar.update(1)
-                                means = "/".join(f"{np.mean(r):.1f}" if r else "-" for r in results)
+                                means = "/".join(f"{np.mean([s for _, s in r]):.1f}" if r else "-" for r in results)
                                 bar.set_postfix(mean=means, sps=f"{steps / (time.monotonic() - start):.0f}")
                             running[b][i] = 0.0
                     if not (played[b] < quota).any():
@@ -147,7 +207,7 @@ def play_games_side_by_side(
     finally:
         for env in envs:
             env.close()
-    return results
+    return [[score for _, score in (sorted(r) if by_slot else r)] for r in results]
 
 
 def summarize(returns: list[float]) -> dict:
@@ -165,7 +225,8 @@ def human_normalized(score: float, game: str) -> float:
 
     game = canonical_game(game)
     if game not in HUMAN_RANDOM:
-        raise ValueError(f"no random/human reference scores for {game}; known: {', '.join(HUMAN_RANDOM)}")
+        raise ValueError(f"no random/human reference scores for {game}: amn.evaluation.HUMAN_RANDOM has the "
+                         f"{len(HUMAN_RANDOM)} games of the Atari-57 benchmark; pick one of those to normalise")
     random, human = HUMAN_RANDOM[game]
     return (score - random) / (human - random)
 

@@ -70,10 +70,23 @@ def _train_in(args: argparse.Namespace, cfg: TrainConfig, ddp: DistInfo) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from amn.report import evaluate_run, format_table
 
-    report = evaluate_run(args.path, games=args.games, episodes=args.episodes, epsilon=args.epsilon,
-                          sticky=args.sticky, seed=args.seed, max_frames=args.max_frames,
-                          json_path=args.json, plot_path=args.plot, progress=not args.no_progress)
-    print(format_table(report))
+    from amn.video import check_video_args
+
+    check_video_args(args)  # before any game is played
+    if args.episodes < 0:
+        raise UsageError(f"--episodes must be >= 0, got {args.episodes}")
+    if args.episodes > 0:
+        report = evaluate_run(args.path, games=args.games, episodes=args.episodes, epsilon=args.epsilon,
+                              sticky=args.sticky, seed=args.seed, max_frames=args.max_frames,
+                              json_path=args.json, plot_path=args.plot, progress=not args.no_progress)
+        print(format_table(report))
+    if args.video is not None:
+        from amn.video import describe, record_run
+
+        for result in record_run(args.path, args.video, games=args.games, epsilon=args.epsilon,
+                                 sticky=args.sticky, seed=args.seed, max_frames=args.video_max_frames,
+                                 fps=args.video_fps, gif=args.gif, progress=not args.no_progress):
+            print(describe(result))
     return 0
 
 
@@ -91,7 +104,8 @@ def add_parsers(sub) -> None:
     ev = sub.add_parser("evaluate", help="score a trained student and its experts on full games")
     ev.add_argument("path", type=Path, help="a run directory or a checkpoint file")
     ev.add_argument("--games", nargs="+", default=None, help="subset of the student's games")
-    ev.add_argument("--episodes", type=int, default=8)
+    ev.add_argument("--episodes", type=int, default=8, help="full games per game (default 8; 0 with --video: "
+                    "the videos only)")
     ev.add_argument("--epsilon", type=float, default=0.05)
     ev.add_argument("--sticky", action="store_true", help="sticky actions (p=0.25) instead of none")
     ev.add_argument("--seed", type=int, default=0)
@@ -99,4 +113,8 @@ def add_parsers(sub) -> None:
     ev.add_argument("--json", type=Path, default=None)
     ev.add_argument("--plot", type=Path, default=None, help="bar chart PNG")
     ev.add_argument("--no-progress", action="store_true")
+    from amn.video import add_video_arguments
+
+    add_video_arguments(ev, "DIR/<Game>.mp4 per game: the student (left) beside its expert (right), "
+                            "the same game (same seed, same epsilon stream)", "<Game>")
     ev.set_defaults(func=_evaluate)

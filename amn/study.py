@@ -45,7 +45,8 @@ REQUESTED_NAME = "study_config.json"
 #: Config keys a reused or continued run may differ in: they change neither what is trained nor
 #: its numbers (overlap_update gives the same numbers, amn/trainer.py) or only cap its wall time.
 #: ``name`` is set by the study.
-REUSE_IGNORES = {"name", "device", "torch_threads", "overlap_update", "checkpoint_minutes", "max_minutes"}
+REUSE_IGNORES = {"name", "device", "torch_threads", "overlap_update", "pin_threads", "checkpoint_minutes",
+                 "max_minutes"}
 #: Seed of the experts' evaluation games, apart from every student seed (as scripts/pong_study.py had it).
 EXPERT_SEED = 10_000
 
@@ -185,7 +186,8 @@ def train_all(runs: list[Run], progress: bool) -> list[dict[str, Any]] | None:
     try:
         for i, run in enumerate(runs):
             if run.state == "done":
-                records.append(json.loads((run.dir / RECORD_NAME).read_text()))
+                # Whether a seed is a tuning one is this study's say: another study may share the run.
+                records.append(json.loads((run.dir / RECORD_NAME).read_text()) | {"tuning": run.tuning})
                 tqdm.write(f"{run.name}: reused ({records[-1]['status']})", file=sys.stderr)
                 continue
             bar.set_postfix_str(run.name, refresh=True)

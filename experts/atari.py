@@ -14,30 +14,68 @@ rewards and full games, which is what evaluation needs.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-#: Canonical game names (as the papers write them) -> ALE ROM ids.
-GAMES: dict[str, str] = {
-    "Alien": "alien",
-    "Amidar": "amidar",
-    "Assault": "assault",
-    "Asterix": "asterix",
-    "Atlantis": "atlantis",
-    "BeamRider": "beam_rider",
-    "Boxing": "boxing",
-    "Breakout": "breakout",
-    "CrazyClimber": "crazy_climber",
-    "Enduro": "enduro",
-    "Freeway": "freeway",
-    "MsPacman": "ms_pacman",
-    "Pong": "pong",
-    "Qbert": "qbert",
-    "Seaquest": "seaquest",
-    "SpaceInvaders": "space_invaders",
-}
+#: The project's first 16 games, in the order it has always listed them. ``GAMES`` lists them
+#: first because ``experts.zoo`` names a checkpoint by the first game whose ROM id is in its
+#: file name: these keep matching as before, and a new, short id (``et``) cannot shadow them.
+_PROJECT_GAMES = ("alien", "amidar", "assault", "asterix", "atlantis", "beam_rider", "boxing", "breakout",
+                  "crazy_climber", "enduro", "freeway", "ms_pacman", "pong", "qbert", "seaquest", "space_invaders")
+
+
+_V5_ID = re.compile(r"ALE/(\w+)-v5")
+
+
+@functools.lru_cache(maxsize=1)
+def _ale_games() -> dict[str, str]:
+    """Canonical name -> ROM id for every game ale-py registers (104 in ale-py 0.12).
+
+    Read from the ``ALE/<Name>-v5`` ids ale-py registers with gymnasium on import: its names
+    (``ms_pacman`` -> ``MsPacman``) and ROM ids (``kwargs["game"]``). Its ROM list
+    (``ale_py.roms.get_all_rom_ids()``) has 4 more, multi-player only (Combat, Joust, MazeCraze,
+    Warlords): ale-py registers no single-player game for them, and loading one in the
+    single-player ALE ends the process (C++ ``exit``), so they are not games here.
+    """
+    import importlib
+
+    import gymnasium
+
+    importlib.import_module("ale_py")  # registers the ALE envs; here, not at import: it pulls in gymnasium (~0.4 s)
+
+    registered = {}
+    for env_id, spec in gymnasium.envs.registry.items():
+        match = _V5_ID.fullmatch(env_id)
+        if match and isinstance(spec.kwargs.get("game"), str):
+            registered[spec.kwargs["game"]] = match.group(1)
+    # After the project's games, longer ids first, so experts.zoo's substring match prefers the specific one.
+    rest = sorted((r for r in registered if r not in _PROJECT_GAMES), key=lambda r: (-len(r), r))
+    return {registered[r]: r for r in (*[r for r in _PROJECT_GAMES if r in registered], *rest)}
+
+
+class _Games(Mapping[str, str]):
+    """Canonical game names (as ale-py's gymnasium ids write them) -> ALE ROM ids, read on first use."""
+
+    def __getitem__(self, name: str) -> str:
+        return _ale_games()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_ale_games())
+
+    def __len__(self) -> int:
+        return len(_ale_games())
+
+    def __repr__(self) -> str:
+        return f"GAMES({len(self)} games from ale-py)"
+
+
+#: Canonical game name -> ALE ROM id, for every single-player game ale-py ships; ``for g in GAMES`` lists them.
+GAMES: Mapping[str, str] = _Games()
 
 #: The 18 actions of the full ALE action set, in ALE's order.
 FULL_ACTION_MEANINGS: tuple[str, ...] = (
@@ -128,24 +166,46 @@ class LifeLossFire:
         self.pending = np.asarray(life_lost, dtype=bool).copy()
 
 
+_VERSION_SUFFIX = re.compile(r"(NoFrameskip|Deterministic)?-v\d+$")  # PongNoFrameskip-v4, Pong-v5
+
+
+def _spelling_key(name: str) -> str:
+    """The spelling-free form of a game name: ``"ALE/MsPacman-v5"``, ``"ms_pacman"`` -> ``"mspacman"``."""
+    key = _VERSION_SUFFIX.sub("", name.strip().removeprefix("ALE/"))
+    return re.sub(r"[\s_-]", "", key).lower()
+
+
+@functools.lru_cache(maxsize=1)
+def _by_key() -> dict[str, str]:
+    return {_spelling_key(g): g for g in GAMES}
+
+
+@functools.lru_cache(maxsize=1)
+def _multiplayer_only() -> set[str]:
+    """Spelling keys of the ROMs ale-py ships without a single-player game (see ``_ale_games``)."""
+    from ale_py import roms
+
+    return {_spelling_key(r) for r in roms.get_all_rom_ids()} - set(_by_key())
+
+
 def canonical_game(name: str) -> str:
     """Return the canonical name of a game given any common spelling.
 
     Accepts ``"Pong"``, ``"pong"``, ``"space_invaders"``, ``"SpaceInvaders"``,
-    ``"PongNoFrameskip-v4"``, ``"ALE/Pong-v5"``. Raises ``ValueError`` otherwise.
+    ``"PongNoFrameskip-v4"``, ``"ALE/Pong-v5"``, for every game ale-py ships (``GAMES``).
+    Raises ``ValueError`` (one line, with the closest names) otherwise.
     """
-    key = name.strip()
-    for prefix in ("ALE/",):
-        key = key.removeprefix(prefix)
-    for suffix in ("NoFrameskip-v4", "Deterministic-v4", "-v5", "-v4"):
-        key = key.removesuffix(suffix)
-    key = key.replace("_", "").replace("-", "").lower()
-    for game in GAMES:
-        if game.lower() == key:
-            return game
-    raise ValueError(
-        f"unknown game {name!r}; known games: {', '.join(GAMES)}"
-    )
+    key = _spelling_key(name)
+    games = _by_key()
+    if key in games:
+        return games[key]
+    if key in _multiplayer_only():
+        raise ValueError(f"{name!r} is a multi-player-only ROM of ale-py (no single-player game to play); "
+                         f"pick one of experts.atari.GAMES")
+    close = [games[k] for k in difflib.get_close_matches(key, list(games), n=3, cutoff=0.6)]
+    hint = f"did you mean {', '.join(close)}?" if close else "no game has a close name;"
+    raise ValueError(f"unknown game {name!r}; {hint} ale-py ships {len(games)} games, "
+                     f"listed by `python -c 'import experts.atari as a; print(*a.GAMES)'`")
 
 
 def minimal_action_set(game: str) -> list[int]:
@@ -155,12 +215,13 @@ def minimal_action_set(game: str) -> list[int]:
 
 @functools.lru_cache(maxsize=None)
 def _minimal_action_set(game: str) -> tuple[int, ...]:
+    # Read from the ROM itself (~10 ms a game), once per game and process.
     import ale_py
     from ale_py import roms
 
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # before construction, or it prints a banner
     ale = ale_py.ALEInterface()
-    ale.loadROM(roms.get_rom_path(GAMES[canonical_game(game)]))
+    ale.loadROM(roms.get_rom_path(GAMES[game]))
     return tuple(int(a.value) for a in ale.getMinimalActionSet())
 
 

@@ -35,14 +35,33 @@ def _protocol(epsilon: float, sticky: bool, seed: int, max_frames: int = 108_000
 def _evaluate(args: argparse.Namespace) -> None:
     import torch
 
-    from amn.evaluation import HUMAN_RANDOM, human_normalized, play_games, summarize
-    from experts import load_expert, registry
-    from experts.atari import life_loss_presses_fire
+    from experts import load_expert
 
+    from amn.video import check_video_args
+
+    check_video_args(args)  # before any game is played
+    if args.episodes < 0:
+        raise ValueError(f"--episodes must be >= 0, got {args.episodes}")
     torch.set_num_threads(args.threads)
     expert = load_expert(args.expert, game=args.game)
     # The zoo samples its Atari policies without ε; greedy play keeps a small ε against stuck states.
     epsilon = args.epsilon if args.epsilon is not None else (0.0 if args.policy == "sample" else 0.01)
+    if args.episodes > 0:
+        _score(args, expert, epsilon)
+    if args.video is not None:
+        from amn.video import describe, record_expert
+
+        act = expert.sampler(args.seed) if args.policy == "sample" else expert.act
+        print(describe(record_expert(expert, args.video, act=act, epsilon=epsilon, sticky=args.sticky,
+                                     seed=args.seed, max_frames=args.video_max_frames, fps=args.video_fps,
+                                     gif=args.gif)))
+
+
+def _score(args: argparse.Namespace, expert, epsilon: float) -> None:
+    from amn.evaluation import HUMAN_RANDOM, human_normalized, play_games, summarize
+    from experts import registry
+    from experts.atari import life_loss_presses_fire
+
     act = expert.sampler(args.seed) if args.policy == "sample" else expert.act
     returns = play_games(act, expert.game, args.episodes, epsilon=epsilon, sticky=args.sticky,
                          seed=args.seed, num_envs=args.num_envs, max_frames=args.max_frames,
@@ -192,7 +211,8 @@ def add_parsers(sub) -> None:
 
     evaluate = esub.add_parser("evaluate", help="play full games with an expert and report the raw score")
     evaluate.add_argument("expert", help="shipped or registered name, or a path (.zip, .pt, .json)")
-    evaluate.add_argument("--episodes", type=int, default=10, help="full games to play (default 10)")
+    evaluate.add_argument("--episodes", type=int, default=10,
+                          help="full games to play (default 10; 0 with --video: the video only)")
     evaluate.add_argument("--policy", choices=("greedy", "sample"), default="greedy",
                           help="greedy (argmax, the shipped scores' protocol) or sample from softmax(logits) "
                                "as the rl-zoo plays Atari (PPO/A2C only)")
@@ -205,6 +225,9 @@ def add_parsers(sub) -> None:
     evaluate.add_argument("--game", default=None, help="game, if the file does not say")
     evaluate.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     evaluate.add_argument("--json", type=Path, default=None, help="write the result here")
+    from amn.video import add_video_arguments
+
+    add_video_arguments(evaluate, "DIR/<name>.mp4, one game of the expert (seed --seed)", "<name>")
     evaluate.set_defaults(func=_evaluate)
 
     lst = esub.add_parser("list", help="shipped and registered experts")

@@ -59,8 +59,8 @@ def test_bad_arguments():
         play_games(_noop, "Pong", 0)
     with pytest.raises(ValueError, match="epsilon must be in"):
         play_games(_noop, "Pong", 1, epsilon=1.5)
-    with pytest.raises(ValueError, match="unknown game"):
-        play_games(_noop, "Tetris", 1)
+    with pytest.raises(ValueError, match="unknown game 'Tetrix'; did you mean Tetris"):
+        play_games(_noop, "Tetrix", 1)
     with pytest.raises(ValueError, match=r"act must return 1 actions in \[0, 6\)"):
         play_games(lambda obs: np.full(len(obs), 7), "Pong", 1, epsilon=0.0, max_frames=400, progress=False)
 
@@ -73,8 +73,7 @@ def test_summarize_and_normalisation():
     random, human = HUMAN_RANDOM["Pong"]
     assert human_normalized(random, "pong") == pytest.approx(0.0)
     assert human_normalized(human, "PongNoFrameskip-v4") == pytest.approx(1.0)
-    assert set(HUMAN_RANDOM) == {"Atlantis", "Boxing", "Breakout", "CrazyClimber", "Enduro", "Pong", "Seaquest",
-                                 "SpaceInvaders"}
+    assert len(HUMAN_RANDOM) == 57  # the Atari-57 table (tests/test_games.py checks its values)
     assert human_normalized_summary([random, human], "Pong")["normalized_mean"] == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="no random/human reference"):
-        human_normalized(0.0, "Alien")
+    with pytest.raises(ValueError, match="no random/human reference scores for Tetris"):
+        human_normalized(0.0, "Tetris")  # an ale-py game outside the 57

@@ -172,8 +172,8 @@ def test_game_argument_when_file_name_says_nothing(ppo_zip, tmp_path):
     with pytest.raises(ValueError, match=r"model\.zip: cannot tell which game.*--game"):
         load_expert(anonymous)
     assert load_expert(anonymous, game="pong").game == "Pong"
-    with pytest.raises(ValueError, match=r"model\.zip: unknown game 'Tetris'"):
-        load_expert(anonymous, game="Tetris")
+    with pytest.raises(ValueError, match=r"model\.zip: unknown game 'Tetrix'"):
+        load_expert(anonymous, game="Tetrix")
     with pytest.raises(ValueError, match=r"the file says Pong but game='Breakout'"):
         load_expert(path, game="Breakout")
 

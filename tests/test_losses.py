@@ -136,7 +136,8 @@ def test_get_loss_unknown_name_lists_valid():
 @pytest.mark.parametrize(
     "name, opts, pattern",
     [
-        ("ce", {"lam": 1.0}, "unknown option.*lam; valid options: none"),
+        ("ce", {"lam": 1.0}, "unknown option.*lam; valid options: logit_scale"),
+        ("squentropy", {"lam": 1.0}, "unknown option.*lam; valid options: none"),
         ("noel-param-m", {"beta": 1.0}, "unknown option.*beta; valid options: alpha"),
         ("rescaled-square", {"m": 1.0}, "valid options: k, M, soft"),
         ("noel-param-m", {"alpha": 0.0}, "alpha=0.0 must be a finite number > 0"),
