@@ -240,17 +240,13 @@ def student_actor(student, game_index: int, action_set: list[int]):
     return act
 
 
-def evaluate_run(path: str | Path, *, games: list[str] | None = None, episodes: int = 8,
-                 epsilon: float = 0.05, sticky: bool = False, seed: int = 0, max_frames: int | None = None,
-                 json_path: str | Path | None = None, plot_path: str | Path | None = None,
-                 progress: bool = True) -> dict[str, Any]:
-    """Play the student of a run directory/checkpoint and its experts; return the report dict."""
+def load_run_student(path: str | Path, games: list[str] | None = None):
+    """A run directory or checkpoint -> ``(checkpoint file, checkpoint, config, student in eval
+    mode, the student's games, the wanted ones)``; one line if a wanted game is not the student's."""
     from amn.checkpoint import load_checkpoint, resolve_checkpoint
-    from amn.collect import load_experts
     from amn.config import from_dict
-    from amn.evaluation import play_games, play_games_side_by_side
     from amn.student import Student
-    from experts.atari import canonical_game, life_loss_presses_fire
+    from experts.atari import canonical_game
 
     ckpt_file = resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_file)
@@ -265,6 +261,19 @@ def evaluate_run(path: str | Path, *, games: list[str] | None = None, episodes: 
     for g in wanted:
         if g not in trained:
             raise UsageError(f"{g} is not one of this student's games ({', '.join(trained)})")
+    return ckpt_file, ckpt, cfg, student, trained, wanted
+
+
+def evaluate_run(path: str | Path, *, games: list[str] | None = None, episodes: int = 8,
+                 epsilon: float = 0.05, sticky: bool = False, seed: int = 0, max_frames: int | None = None,
+                 json_path: str | Path | None = None, plot_path: str | Path | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Play the student of a run directory/checkpoint and its experts; return the report dict."""
+    from amn.collect import load_experts
+    from amn.evaluation import play_games, play_games_side_by_side
+    from experts.atari import life_loss_presses_fire
+
+    ckpt_file, ckpt, cfg, student, trained, wanted = load_run_student(path, games)
     experts = dict(zip(trained, load_experts(cfg)))
     max_frames = max_frames or cfg.eval_max_frames
     cache_path = ckpt_file.parent / "expert_scores.json"

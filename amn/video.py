@@ -381,28 +381,12 @@ def record_run(path: str | Path, video_dir: str | Path, *, games: list[str] | No
                sticky: bool = False, seed: int = 0, max_frames: int = VIDEO_MAX_FRAMES, fps: int = VIDEO_FPS,
                gif: bool = False, progress: bool = True) -> list[dict]:
     """``DIR/<Game>.mp4`` per game of a run directory/checkpoint: its student (left) beside its expert (right)."""
-    import torch
-
-    from amn.checkpoint import load_checkpoint, resolve_checkpoint
     from amn.collect import load_experts
-    from amn.config import from_dict
-    from amn.report import student_actor
-    from amn.student import Student
-    from experts.atari import canonical_game, life_loss_presses_fire
+    from amn.report import load_run_student, student_actor
+    from experts.atari import life_loss_presses_fire
 
     video_dir = check_video_dir(video_dir)
-    ckpt = load_checkpoint(resolve_checkpoint(path))
-    cfg = from_dict(ckpt["config"])
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
-    student = Student(cfg.num_games, per_game_heads=cfg.per_game_heads)
-    student.load_state_dict(ckpt["student"])
-    student.eval()
-    trained = [g.game for g in cfg.games]
-    wanted = trained if not games else [canonical_game(g) for g in games]
-    for g in wanted:
-        if g not in trained:
-            raise UsageError(f"{g} is not one of this student's games ({', '.join(trained)})")
+    _, _, cfg, student, trained, wanted = load_run_student(path, games)
     experts = load_experts(cfg, [trained.index(g) for g in wanted])
     results = []
     for game, expert in zip(wanted, experts):
