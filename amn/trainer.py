@@ -49,7 +49,7 @@ from amn import resume as resuming
 from amn.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
 from amn.collect import Collector, load_experts
 from amn.config import TrainConfig, save_config
-from amn.errors import NonFiniteLoss, UsageError  # noqa: F401  (NonFiniteLoss: raised from here, as before)
+from amn.errors import NonFiniteLoss, UsageError  # noqa: F401  (NonFiniteLoss: amn.trainer.NonFiniteLoss, as before)
 from amn.learner import Learner, build_student, make_loss
 from amn.precision import describe, resolve_precision
 from amn.replay import GameReplay

@@ -20,18 +20,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from test_losses import CASES
+
 from amn.losses.library import LOSSES, get_loss
 
 A = 18
-ALL_CASES = [
-    ("ce", {}), ("cc", {}), ("ce-brier", {}), ("mse-logits", {}),
-    ("squentropy", {}), ("squentropy-soft", {}),
-    ("rescaled-square", {}), ("rescaled-square", {"k": 2.0, "M": 3.0}),
-    ("rescaled-square", {"soft": True, "M": 2.0}),
-    ("noel-m", {}), ("noel-m-full", {}), ("noel-param-m", {}),
-    ("noel-param-m", {"alpha": 0.5}), ("noel-param-m", {"alpha": 2.5}),
-    ("noel-l", {}), ("noel-l-full", {}), ("parabolic", {}), ("circle", {}), ("cos", {}),
-]
+# every case of tests/test_losses.py, and cc (its own tests live there too)
+ALL_CASES = [("cc", {}), *CASES]
 UNBOUNDED = [("noel-m", {}), ("noel-m-full", {}), ("noel-param-m", {}), ("noel-param-m", {"alpha": 0.5}),
              ("noel-param-m", {"alpha": 2.5}), ("noel-l", {}), ("noel-l-full", {})]
 UNBOUNDED_IDS = [n + "".join(f"-{k}{v}" for k, v in o.items()) for n, o in UNBOUNDED]
