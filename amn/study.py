@@ -3,8 +3,10 @@
     amn study configs/studies/pong.yaml [--resume] [--only VARIANT ...] [--seeds N ...] [--no-progress]
 
 Each (variant, seed) is one student run in ``<runs_dir>/<variant>-seed<N>`` (``/`` in the
-variant's name becomes ``-``; :mod:`amn.study_config` describes the config). One progress bar covers the whole study's
-agent steps, with an ETA from the study's average rate (evaluations included).
+variant's name becomes ``-``, see ``run_slug``; :mod:`amn.study_config` describes the config). A
+variant may have its own reported seeds (``seeds:`` in its entry); ``--seeds`` replaces them all.
+One progress bar covers the whole study's agent steps, with an ETA from the study's average rate
+(evaluations included).
 
 A run that stops with :class:`~amn.trainer.NonFiniteLoss` (naive CC does at its first update)
 is recorded with where and how it failed, and the study goes on. A run that ends writes what
@@ -17,8 +19,11 @@ been trained with the config the study gives it now.
 
 Then each game's expert plays under the students' evaluation protocol (cached in
 ``<runs_dir>/expert_scores.json``), and the report goes to ``<out>``: ``curves.csv``,
-``final.csv``, ``tuning.csv``, ``aggregate.csv``, ``returns.png``, ``normaliser.png``,
-``mimicry.png`` (when logged) and ``summary.md``, which is also printed.
+``final.csv``, ``tuning.csv``, ``aggregate.csv``, ``variants.csv`` (per variant: loss, proper,
+seeds, % of expert per game, IQM, P(improvement), held-out agreement and KL, spread over seeds,
+ms per update; :mod:`amn.study_losses`), ``returns.png``, ``normaliser.png``, ``mimicry.png`` (when
+logged), ``profile.png`` (rliable performance profile), ``game_bars.png`` (% of expert per game) and
+``summary.md``, which is also printed.
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from amn.config import TrainConfig
 from amn.errors import UsageError
 from amn.study_config import Study, load_study, run_slug
-from amn.study_report import DIAG_KEYS, MIMIC_KEYS, atomic_write_text
+from amn.study_report import DIAG_KEYS, MIMIC_KEYS, PERF_KEYS, atomic_write_text
 
 RECORD_NAME = "study_rows.json"
 #: The run's config as the study asked for it, written before training: train() resolves some
@@ -71,10 +76,13 @@ class Run:
 def plan(study: Study, variants: list[str], resume: bool) -> list[Run]:
     """The runs, seed by seed (so a cut-short study has every variant of its first seeds), tuning seeds
     first (settings are chosen on them before the reported seeds run), each with its state on disk;
-    refuses what a fresh start would overwrite or a config a run does not fit."""
+    refuses what a fresh start would overwrite or a config a run does not fit. A variant runs only its
+    own reported seeds (``Study.seeds_of``): a seed only some variants have comes in its turn
+    (``Study.all_seeds``) for those."""
     runs = [Run(v, seed, seed in study.tuning_seeds, study.run_config(v, seed),
                 study.runs_dir / f"{run_slug(v)}-seed{seed}")
-            for seed in [*study.tuning_seeds, *study.seeds] for v in variants]
+            for seed in [*study.tuning_seeds, *study.all_seeds(variants)] for v in variants
+            if seed in study.tuning_seeds or seed in study.seeds_of(v)]
     for run in runs:
         if not run.dir.exists():
             continue
@@ -109,24 +117,41 @@ def _check_same_config(run: Run, saved: dict[str, Any], where: Path) -> None:
                              f"study config")
 
 
-def read_series(run_dir: Path, games: list[str]) -> dict[str, dict[str, list[list[float]]]]:
-    """``{game: {"loss_diag/<key>" | "mimic/<key>": [[agent_step, value], ...]}}`` from ``<run>/tb``,
-    the known keys only (DIAG_KEYS, MIMIC_KEYS); a tag the run did not log is absent."""
+def _scalars(run_dir: Path):
+    """``<run>/tb``'s scalars, every point kept (a tensorboard ``EventAccumulator``, loaded)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not (run_dir / "tb").is_dir():
         raise UsageError(f"{run_dir / 'tb'} is missing: not a student run directory (delete {run_dir} to retrain)")
     acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})  # 0: keep every point
     acc.Reload()
+    return acc
+
+
+def _points(acc, tag: str) -> list[list[float]]:
+    """``[[agent_step, value], ...]`` of one tag in step order; a step logged twice keeps the later value."""
+    by_step = {e.step: e.value for e in acc.Scalars(tag)}
+    return [[int(s), float(v)] for s, v in sorted(by_step.items())]
+
+
+def read_series(run_dir: Path, games: list[str], acc=None) -> dict[str, dict[str, list[list[float]]]]:
+    """``{game: {"loss_diag/<key>" | "mimic/<key>": [[agent_step, value], ...]}}`` from ``<run>/tb``,
+    the known keys only (DIAG_KEYS, MIMIC_KEYS); a tag the run did not log is absent. ``acc``: the
+    run's loaded scalars, when the caller has them already."""
+    acc = _scalars(run_dir) if acc is None else acc
     tags = set(acc.Tags()["scalars"])
-    out: dict[str, dict[str, list[list[float]]]] = {}
-    for game in games:
-        out[game] = {}
-        for key in [f"loss_diag/{k}" for k in DIAG_KEYS] + [f"mimic/{k}" for k in MIMIC_KEYS]:
-            if f"{game}/{key}" in tags:
-                by_step = {e.step: e.value for e in acc.Scalars(f"{game}/{key}")}  # a step logged twice: the later
-                out[game][key] = [[int(s), float(v)] for s, v in sorted(by_step.items())]
-    return out
+    return {game: {key: _points(acc, f"{game}/{key}")
+                   for key in [f"loss_diag/{k}" for k in DIAG_KEYS] + [f"mimic/{k}" for k in MIMIC_KEYS]
+                   if f"{game}/{key}" in tags} for game in games}
+
+
+def read_perf(run_dir: Path, acc=None) -> dict[str, list[list[float]]]:
+    """``{"<key>": [[agent_step, value], ...]}`` of the run-wide ``perf/<key>`` tags in PERF_KEYS
+    (``update_ms``: the learner's wall time per update in ms, averaged per log interval); a tag the
+    run did not log (one trained before it was logged) is absent."""
+    acc = _scalars(run_dir) if acc is None else acc
+    tags = set(acc.Tags()["scalars"])
+    return {key: _points(acc, f"perf/{key}") for key in PERF_KEYS if f"perf/{key}" in tags}
 
 
 def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
@@ -160,13 +185,14 @@ def train_run(run: Run, on_progress) -> dict[str, Any] | None:
         failure = {"step": err.step, "game": err.game, "rows": int(err.rows), "nonfinite_rows": int(err.nonfinite_rows),
                    "message": str(err)}
     games = [g.game for g in run.cfg.games]
-    evaluations, series = read_evaluations(run.dir), read_series(run.dir, games)
+    acc = _scalars(run.dir)
+    evaluations, series, perf = read_evaluations(run.dir), read_series(run.dir, games, acc), read_perf(run.dir, acc)
     if steps is None:  # NonFiniteLoss names its step; were it ever not to, the last step anything was logged at
         steps = max([e["agent_steps"] for e in evaluations] + [p[0] for s in series.values() for v in s.values()
                                                                for p in v] + [run.done_steps])
     record = {"variant": run.variant, "seed": run.seed, "tuning": run.tuning, "games": games, "status": status,
               "agent_steps": int(steps), "failure": failure, "config": requested,
-              "evaluations": evaluations, "series": series}
+              "evaluations": evaluations, "series": series, "perf": perf}
     atomic_write_text(run.dir / RECORD_NAME, json.dumps(record))
     return record
 
@@ -232,13 +258,22 @@ def _games(n: int) -> str:
     return f"{n} full game{'s' if n != 1 else ''}"
 
 
+def seeds_text(study: Study, variants: list[str]) -> str:
+    """The reported seeds in words: ``seeds [0, 1]``, and each variant whose seeds differ, with how many,
+    e.g. ``seeds [0, 1] (`ce`: 3 seeds [0, 1, 2])``."""
+    own = [f"`{v}`: {len(study.seeds_of(v))} seed{'s' if len(study.seeds_of(v)) != 1 else ''} {study.seeds_of(v)}"
+           for v in variants if study.seeds_of(v) != study.seeds]
+    common = f"seeds {study.seeds}" if len(own) < len(variants) else "each its own seeds"
+    return common + (f" ({'; '.join(own)})" if own else "")
+
+
 def protocol_lines(study: Study, variants: list[str], cfg: TrainConfig) -> list[str]:
     """summary.md's opening: what was run, as a reader needs it to reproduce or compare."""
     per_game = cfg.total_agent_steps // cfg.num_games
     overrides = "; ".join(f"`{v}`: {json.dumps(study.variants[v]) if study.variants[v] else 'the base as is'}"
                           for v in variants)
     tuning = f"; tuning seeds {study.tuning_seeds} reported apart" if study.tuning_seeds else ""
-    return [f"`amn study {study.path.name}`: {len(variants)} variants × seeds {study.seeds}{tuning}, on "
+    return [f"`amn study {study.path.name}`: {len(variants)} variants × {seeds_text(study, variants)}{tuning}, on "
             f"{', '.join(g.game for g in cfg.games)}; {cfg.total_agent_steps:,} agent steps per run "
             f"({per_game:,} per game), the same for every variant.",
             f"Base config `{study.base.name}` with {json.dumps(study.set)}. Variants: {overrides}.",
@@ -248,9 +283,10 @@ def protocol_lines(study: Study, variants: list[str], cfg: TrainConfig) -> list[
 
 
 def write_report(study: Study, variants: list[str], records: list[dict[str, Any]],
-                 experts: dict[str, list[float]], cfg: TrainConfig) -> str:
-    """Write every output under ``study.out``; return summary.md's text."""
-    from amn import study_plots, study_report as rep
+                 experts: dict[str, list[float]], cfg: TrainConfig, missing: list[str] | None = None) -> str:
+    """Write every output under ``study.out``; return summary.md's text. ``missing``: the runs not
+    finished yet, for a partial report (``--finished``), which says so at its top."""
+    from amn import study_losses, study_plots, study_report as rep
 
     study.out.mkdir(parents=True, exist_ok=True)
     curves = [row for r in records for row in rep.curve_rows(r)]
@@ -260,14 +296,23 @@ def write_report(study: Study, variants: list[str], records: list[dict[str, Any]
     rep.write_csv(study.out / "curves.csv", curves, rep.CURVE_COLUMNS)
     rep.write_csv(study.out / "final.csv", reported, rep.FINAL_COLUMNS)
     rep.write_csv(study.out / "tuning.csv", tuning, rep.FINAL_COLUMNS)
-    aggregates = rep.aggregate_rows(reported, variants, study.seeds, experts, study.reference, study.bootstrap_reps)
+    seeds = {v: study.seeds_of(v) for v in variants}
+    aggregates = rep.aggregate_rows(reported, variants, seeds, experts, study.reference, study.bootstrap_reps)
     rep.write_csv(study.out / "aggregate.csv", aggregates, rep.AGGREGATE_COLUMNS)
     shown = [r for r in curves if not r["tuning"]]
-    figures = [study_plots.plot_returns(shown, variants, experts, study.out / "returns.png"),
-               study_plots.plot_normaliser(shown, variants, study.out / "normaliser.png"),
+    colours = study_plots.variant_colours(list(study.variants))  # the config's order: --only keeps the colours
+    figures = [study_plots.plot_returns(shown, variants, experts, study.out / "returns.png", colours),
+               study_plots.plot_normaliser(shown, variants, study.out / "normaliser.png", colours),
                study_plots.plot_mimicry([r for r in records if not r["tuning"]], variants, list(experts),
-                                        study.out / "mimicry.png")]
+                                        study.out / "mimicry.png", colours)]
+    losses = {v: (c.loss, c.loss_kwargs) for v in variants for c in [study.run_config(v, seeds[v][0])]}
+    section, more = study_losses.write_variant_outputs(study.out, reported, aggregates, variants, seeds, losses,
+                                                       experts, study.reference, study.bootstrap_reps, colours)
     protocol = protocol_lines(study, variants, cfg)
+    if missing:
+        protocol.insert(0, f"**Partial report** (`amn study {study.path.name} --finished`): {len(missing)} runs not "
+                           f"finished yet ({', '.join(missing)}); each variant is reported over the seeds it has "
+                           f"finished. `--resume` trains the rest and rewrites this report.")
     if figures[1] is None:
         protocol.append("No normaliser diagnostics were logged (normaliser_diagnostics off, no cc variant).")
     if figures[2] is None:
@@ -275,9 +320,24 @@ def write_report(study: Study, variants: list[str], records: list[dict[str, Any]
     text = rep.summary_markdown(title=f"Study `{study.name}`", protocol=protocol, finals=reported, tuning=tuning,
                                 aggregates=aggregates, variants=variants, experts=experts,
                                 reference=study.reference, reps=study.bootstrap_reps,
-                                figures=[f.name for f in figures if f is not None])
+                                figures=[f.name for f in [*figures, *more] if f is not None], extra=section)
     atomic_write_text(study.out / "summary.md", text)
     return text
+
+
+def narrow_to_finished(study: Study, variants: list[str], runs: list[Run]) -> tuple[Study, list[str], list[str]]:
+    """``amn study --finished``: the study cut to the runs that have finished, each variant reported over
+    the seeds it has finished (its own ``seeds``), a variant with none left out. Returns the narrowed
+    study, its variants and the names of the runs not finished. Raises UsageError if the reference has
+    no finished run (nothing to compare with)."""
+    done = {(r.variant, r.seed) for r in runs if r.state == "done"}
+    own = {v: [s for s in study.seeds_of(v) if (v, s) in done] for v in variants}
+    if not own[study.reference]:
+        raise UsageError(f"study {study.name}: the reference {study.reference!r} has no finished run yet, so there "
+                         f"is nothing to report; run it with --resume first")
+    kept = [v for v in variants if own[v]]
+    narrowed = replace(study, variant_seeds={v: own[v] for v in kept})
+    return narrowed, kept, [r.name for r in runs if r.state != "done"]
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -285,10 +345,20 @@ def _study(args: argparse.Namespace) -> int:
     if args.seeds:
         study = study.with_seeds(args.seeds)
     variants = study.select(args.only)
-    runs = plan(study, variants, args.resume)
+    runs = plan(study, variants, args.resume or args.finished)
+    if args.finished:
+        study, variants, missing = narrow_to_finished(study, variants, runs)
+        runs = [r for r in runs if r.state == "done" and r.variant in variants]
+        print(f"study {study.name}: report of the {len(runs)} finished runs; not finished: "
+              f"{', '.join(missing) or 'none'}", file=sys.stderr)
+        records = [json.loads((r.dir / RECORD_NAME).read_text()) | {"tuning": r.tuning} for r in runs]
+        experts = expert_scores(study, runs[0].cfg, progress=not args.no_progress)
+        print(write_report(study, variants, records, experts, runs[0].cfg, missing=missing))
+        print(f"study {study.name}: report in {study.out}", file=sys.stderr)
+        return 0
     cfg = runs[0].cfg  # the evaluation protocol and the games: the same in every run (amn/study_config.py)
     todo = sum(r.cfg.total_agent_steps - r.done_steps for r in runs if r.state != "done")
-    print(f"study {study.name}: {len(variants)} variants ({', '.join(variants)}) x seeds {study.seeds}"
+    print(f"study {study.name}: {len(variants)} variants ({', '.join(variants)}) x {seeds_text(study, variants)}"
           + (f" + tuning seeds {study.tuning_seeds}" if study.tuning_seeds else "")
           + f" on {', '.join(g.game for g in cfg.games)}: {len(runs)} runs of {cfg.total_agent_steps:,} agent steps, "
           f"{sum(r.state == 'done' for r in runs)} done, {todo:,} agent steps to go; runs in {study.runs_dir}",
@@ -311,6 +381,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="VARIANT", default=None,
                    help="run and report only these variants (the reference variant is always included)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="N", default=None,
-                   help="the reported seeds, in place of the config's (tuning seeds stay)")
+                   help="the reported seeds of every variant, in place of the config's, the variants' own "
+                        "seeds: included (tuning seeds stay)")
+    p.add_argument("--finished", action="store_true",
+                   help="train nothing: report the runs that have finished, each variant over its finished seeds, "
+                        "and name the rest (a study cut short; --resume later trains them and reports all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_study)

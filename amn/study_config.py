@@ -5,7 +5,7 @@ A study config is a YAML mapping (``configs/studies/*.yaml``)::
     name: pong                   # default: the file's stem
     base: configs/default.yaml   # a train-student config; a relative path is from the project root
     set: {total_agent_steps: 100000, eval_every_agent_steps: 20000}  # TrainConfig keys for every run
-    seeds: [0, 1, 2]             # the reported seeds
+    seeds: [0, 1, 2]             # the reported seeds (of every variant without its own)
     tuning_seeds: [100]          # trained like the others, reported apart, never in the aggregates
     reference: ce                # probability of improvement is over this variant (default ce)
     expert_episodes: 10          # games each expert plays under the students' evaluation protocol
@@ -13,8 +13,14 @@ A study config is a YAML mapping (``configs/studies/*.yaml``)::
     out: docs/results/pong       # default docs/results/<name>; relative to the project root
     runs_dir: runs/studies/pong  # default runs/studies/<name>; relative to the project root
     variants:                    # name -> the TrainConfig keys that make this variant
-      ce: {loss: ce}
+      ce: {loss: ce, seeds: [0, 1, 2, 3]}  # seeds: this variant's reported seeds, in place of the study's
       cc/guarded+scale: {loss: cc, normaliser: guarded, loss_options: {logit_scale: auto}}
+
+A variant's ``seeds`` (optional) replace the study's reported seeds for that variant alone, so the
+leaders of a first round can get more seeds; they are checked like the study's (distinct ints, none
+a tuning seed). ``amn study --seeds`` replaces every reported seed, the variants' own included
+(:meth:`Study.with_seeds`). Tuning seeds are common to all variants. Variant names may carry
+their options, e.g. ``noel-param-m(alpha=1)``; :func:`run_slug` makes them directory names.
 
 A run's config is the base file, then ``set``, then the variant's keys, then ``seed`` and
 ``name``; each layer replaces whole top-level keys (a variant's ``loss_options`` replaces the
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +50,15 @@ KEYS: dict[str, str] = {
     "name": "a name (letters, digits, _ . -)", "base": "a train-student config path", "set": "a mapping",
     "seeds": "a list of distinct ints", "tuning_seeds": "a list of distinct ints", "reference": "a variant name",
     "expert_episodes": "an int > 0", "bootstrap_reps": "an int >= 100", "out": "a directory path",
-    "runs_dir": "a directory path", "variants": "a mapping of variant name -> TrainConfig keys",
+    "runs_dir": "a directory path",
+    "variants": "a mapping of variant name -> TrainConfig keys (and optionally its own seeds: [...])",
 }
 #: Keys a variant may not set: the study's, and those that must be equal across variants.
 NOT_IN_VARIANTS = ("name", "seed", "games", "total_agent_steps", "eval_every_agent_steps", "eval_episodes",
                    "eval_epsilon", "eval_sticky", "eval_max_frames")
-VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+/-]*")
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+/=,()-]*")
+#: Name characters that are awkward in a path or a shell word -> what a run directory name has instead.
+SLUG_CHARS = {"/": "-", "(": "_", ")": "", "=": "-", ",": "_"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,22 @@ class Study:
     out: Path
     runs_dir: Path
     variants: dict[str, dict[str, Any]]
+    #: variant -> its own reported seeds (the variant's ``seeds:``); a variant not here has ``seeds``.
+    variant_seeds: dict[str, list[int]] = field(default_factory=dict)
+
+    def seeds_of(self, variant: str) -> list[int]:
+        """The reported seeds of ``variant``: its own ``seeds:`` if it has them, else the study's."""
+        return list(self.variant_seeds.get(variant, self.seeds))
+
+    def all_seeds(self, variants: list[str] | None = None) -> list[int]:
+        """Every reported seed of ``variants`` (default: all): the study's in its order, then the variants'
+        own in the file's order. The plan runs them in this order, every variant of a seed at a time."""
+        chosen = list(self.variants) if variants is None else list(variants)
+        out: list[int] = []
+        for s in [*self.seeds, *(s for v in chosen for s in self.seeds_of(v))]:
+            if s not in out and any(s in self.seeds_of(v) for v in chosen):
+                out.append(s)
+        return out
 
     def run_config(self, variant: str, seed: int) -> TrainConfig:
         """The TrainConfig of one run (validated; expert paths resolved like ``load_config``)."""
@@ -80,9 +105,10 @@ class Study:
             raise UsageError(f"study {self.path}: variant {variant!r}: {err}") from None
 
     def with_seeds(self, seeds: list[int]) -> Study:
-        """The same study with other reported seeds (``amn study --seeds``)."""
+        """The same study with other reported seeds (``amn study --seeds``), for every variant: the CLI
+        overrides the variants' own ``seeds:`` too, so a command line says all that will run."""
         _check_seeds(self.path, seeds, self.tuning_seeds)
-        return replace(self, seeds=list(seeds))
+        return replace(self, seeds=list(seeds), variant_seeds={})
 
     def select(self, only: list[str] | None) -> list[str]:
         """The variants to run and report: ``only`` (in the file's order) plus the reference,
@@ -97,8 +123,9 @@ class Study:
 
 
 def run_slug(variant: str) -> str:
-    """The variant's part of a run directory name: ``cc/naive`` -> ``cc-naive``."""
-    return variant.replace("/", "-")
+    """The variant's part of a run directory name: ``cc/naive`` -> ``cc-naive``,
+    ``rescaled-square(k=1,M=1)`` -> ``rescaled-square_k-1_M-1`` (:data:`SLUG_CHARS`)."""
+    return "".join(SLUG_CHARS.get(c, c) for c in variant)
 
 
 def _is_int(value: Any) -> bool:
@@ -131,7 +158,7 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
 
 def _check_variant(path: Path, name: Any, keys: Any) -> None:
     if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
-        raise UsageError(f"study {path}: variant name {name!r} must be letters, digits and _ . + / - "
+        raise UsageError(f"study {path}: variant name {name!r} must be letters, digits and _ . + / = , ( ) - "
                          f"(starting with a letter or digit)")
     if not isinstance(keys, dict):
         raise UsageError(f"study {path}: variant {name!r} must be a mapping of TrainConfig keys "
@@ -140,6 +167,22 @@ def _check_variant(path: Path, name: Any, keys: Any) -> None:
     if fixed:
         raise UsageError(f"study {path}: variant {name!r} sets {fixed[0]}, which every variant shares "
                          f"(or the study sets); put it under set: instead")
+
+
+def _variant_seeds(path: Path, name: str, seeds: Any, tuning: list[int]) -> list[int]:
+    """A variant's own ``seeds:``, checked like the study's: distinct ints, at least one, no tuning seed."""
+    where = f"study {path}: variant {name!r}"
+    if not isinstance(seeds, list) or not all(_is_int(s) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UsageError(f"{where}: seeds must be a list of distinct ints (its reported seeds, e.g. seeds: [0, 1, 2]), "
+                         f"got {seeds!r}")
+    if not seeds:
+        raise UsageError(f"{where}: seeds is empty; list at least one reported seed, or drop the key to use the "
+                         f"study's seeds")
+    both = sorted(set(seeds) & set(tuning))
+    if both:
+        raise UsageError(f"{where}: seed {both[0]} is in both its seeds and tuning_seeds; a tuning seed is "
+                         f"reported apart, so pick another one for it")
+    return list(seeds)
 
 
 def load_study(path: str | Path) -> Study:
@@ -175,8 +218,13 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(variants, dict) or not variants:
         raise UsageError(f"study {path}: variants must be {KEYS['variants']}, e.g. {{ce: {{loss: ce}}}}")
     slugs: dict[str, str] = {}
-    for variant, keys in variants.items():
+    variant_seeds: dict[str, list[int]] = {}
+    for variant, keys in list(variants.items()):
         _check_variant(path, variant, keys)
+        if "seeds" in keys:  # the study's key, not a TrainConfig one: the variant's keys keep only those
+            keys = dict(keys)
+            variant_seeds[variant] = _variant_seeds(path, variant, keys.pop("seeds"), list(tuning))
+            variants[variant] = keys
         if run_slug(variant) in slugs:
             raise UsageError(f"study {path}: variants {slugs[run_slug(variant)]!r} and {variant!r} share the "
                              f"run directory name {run_slug(variant)!r}; rename one")
@@ -193,7 +241,8 @@ def load_study(path: str | Path) -> Study:
                   tuning_seeds=list(tuning), reference=reference, expert_episodes=numbers["expert_episodes"][0],
                   bootstrap_reps=numbers["bootstrap_reps"][0],
                   out=_directory(root, data.get("out", f"docs/results/{name}")),
-                  runs_dir=_directory(root, data.get("runs_dir", f"runs/studies/{name}")), variants=variants)
+                  runs_dir=_directory(root, data.get("runs_dir", f"runs/studies/{name}")), variants=variants,
+                  variant_seeds=variant_seeds)
     _validate_runs(study)
     return study
 

@@ -4,6 +4,10 @@ Each function writes one PNG (atomically) and returns its path, or None when the
 nothing it could draw (then the summary says so instead of showing an empty figure). The x axis
 is agent steps summed over games, as in the configs and TensorBoard. Only reported seeds are
 drawn; the caller leaves tuning seeds out.
+
+Every figure draws a variant in the same colour: ``colours`` is :func:`variant_colours` of the
+study's variants in the config's order (so ``--only`` keeps each variant's colour); without it, the
+variants passed are coloured in their order.
 """
 
 from __future__ import annotations
@@ -18,6 +22,23 @@ import numpy as np
 #: Mimicry diagnostics drawn, with their axis label.
 MIMIC_PLOTS = {"agreement_heldout": "argmax agreement, held out", "agreement_train": "argmax agreement, train",
                "kl_heldout": "KL(expert ‖ student), held out", "kl_cc_mean_heldout": "KL to the CC mean, held out"}
+
+
+Colour = tuple[float, float, float, float]
+
+
+def variant_colours(variants: list[str]) -> dict[str, Colour]:
+    """A fixed colour per variant by its position: tab10's ten colours (matplotlib's default cycle)
+    first, then tab20's ten lighter ones; from the 21st variant the colours repeat."""
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"].colors  # dark/light pairs: the dark ones are tab10's
+    palette = [*tab20[0::2], *tab20[1::2]]
+    return {v: (*palette[i % len(palette)], 1.0) for i, v in enumerate(variants)}
+
+
+def _colours(variants: list[str], colours: dict[str, Colour] | None) -> dict[str, Colour]:
+    return variant_colours(variants) if colours is None else colours
 
 
 def _pyplot():
@@ -50,12 +71,13 @@ def _band(values: list[list[float]]) -> tuple[list[float], list[float], list[flo
 
 
 def plot_returns(rows: list[dict[str, Any]], variants: list[str], experts: dict[str, list[float]],
-                 path: Path) -> Path:
+                 path: Path, colours: dict[str, Colour] | None = None) -> Path:
     """Per game: evaluation return (mean and min–max over seeds) per variant, the expert's mean
     as a dashed line, random play dotted, and a dotted vertical where a run went non-finite."""
     from amn.evaluation import HUMAN_RANDOM
 
     plt = _pyplot()
+    colours = _colours(variants, colours)
     games = list(experts)
     fig, axes = plt.subplots(1, len(games), figsize=(6 * len(games), 4), squeeze=False)
     for ax, game in zip(axes[0], games):
@@ -63,11 +85,11 @@ def plot_returns(rows: list[dict[str, Any]], variants: list[str], experts: dict[
             sel = [r for r in rows if r["game"] == game and r["variant"] == v]
             steps = sorted({r["agent_steps"] for r in sel})
             mean, lo, hi = _band([[r["return_mean"] for r in sel if r["agent_steps"] == s] for s in steps])
-            line, = ax.plot(steps, mean, marker="o", label=v)
-            ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
+            ax.plot(steps, mean, marker="o", label=v, color=colours[v])
+            ax.fill_between(steps, lo, hi, alpha=0.2, color=colours[v])
             for r in sel:
                 if r["status"] == "nonfinite":
-                    ax.axvline(r["agent_steps"], color=line.get_color(), ls=":", lw=1)
+                    ax.axvline(r["agent_steps"], color=colours[v], ls=":", lw=1)
         ax.axhline(float(np.mean(experts[game])), color="k", ls="--", lw=1, label="expert (same protocol)")
         if game in HUMAN_RANDOM:
             ax.axhline(HUMAN_RANDOM[game][0], color="0.5", ls=":", lw=1, label="random")
@@ -77,12 +99,14 @@ def plot_returns(rows: list[dict[str, Any]], variants: list[str], experts: dict[
     return _save(fig, path)
 
 
-def plot_normaliser(rows: list[dict[str, Any]], variants: list[str], path: Path) -> Path | None:
+def plot_normaliser(rows: list[dict[str, Any]], variants: list[str], path: Path,
+                    colours: dict[str, Colour] | None = None) -> Path | None:
     """Per variant, over training: the share of loss rows the naive closed form gets wrong, sent to
     cross-entropy, and non-finite (all games and seeds pooled per evaluation interval)."""
     if not any(r["rows"] > 0 for r in rows):
         return None
     plt = _pyplot()
+    colours = _colours(variants, colours)
     keys = [("ill_conditioned_rows", "naive form wrong"), ("fallback_rows", "fell back to CE"),
             ("nonfinite_rows", "non-finite")]
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
@@ -93,7 +117,7 @@ def plot_normaliser(rows: list[dict[str, Any]], variants: list[str], path: Path)
             share = [sum(r[key] for r in sel if r["agent_steps"] == s) /
                      sum(r["rows"] for r in sel if r["agent_steps"] == s) for s in steps]
             if steps:
-                ax.plot(steps, share, marker="o", label=v)
+                ax.plot(steps, share, marker="o", label=v, color=colours[v])
         # symlog: the fallback and non-finite shares are ~1e-3 beside naive CC's ~0.5
         ax.set_yscale("symlog", linthresh=1e-4)
         ax.set(title=f"share of rows: {title}", xlabel="agent steps (all games)",
@@ -102,7 +126,8 @@ def plot_normaliser(rows: list[dict[str, Any]], variants: list[str], path: Path)
     return _save(fig, path)
 
 
-def plot_mimicry(records: list[dict[str, Any]], variants: list[str], games: list[str], path: Path) -> Path | None:
+def plot_mimicry(records: list[dict[str, Any]], variants: list[str], games: list[str], path: Path,
+                 colours: dict[str, Colour] | None = None) -> Path | None:
     """Agreement and KL over training, one row per logged diagnostic and one column per game:
     mean over seeds at each log point per variant (seeds share their log steps)."""
     logged = [k for k in MIMIC_PLOTS
@@ -110,6 +135,7 @@ def plot_mimicry(records: list[dict[str, Any]], variants: list[str], games: list
     if not logged:
         return None
     plt = _pyplot()
+    colours = _colours(variants, colours)
     fig, axes = plt.subplots(len(logged), len(games), figsize=(6 * len(games), 3.5 * len(logged)), squeeze=False)
     for row, key in zip(axes, logged):
         for ax, game in zip(row, games):
@@ -121,8 +147,57 @@ def plot_mimicry(records: list[dict[str, Any]], variants: list[str], games: list
                             by_step.setdefault(int(s), []).append(float(value))
                 if by_step:
                     steps = sorted(by_step)
-                    ax.plot(steps, [float(np.mean(by_step[s])) for s in steps], label=v)
+                    ax.plot(steps, [float(np.mean(by_step[s])) for s in steps], label=v, color=colours[v])
             ax.set(title=f"{game}: {key}", xlabel="agent steps (all games)", ylabel=MIMIC_PLOTS[key])
             if ax.lines:
                 ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_profile(taus: np.ndarray, profiles: dict[str, np.ndarray], cis: dict[str, np.ndarray],
+                 colours: dict[str, Colour], path: Path) -> Path:
+    """rliable's performance profile: per variant, the fraction of runs × games whose expert-normalised
+    score exceeds τ, with its 95 % CI band.
+
+    :param taus: thresholds ``[T]``; ``profiles``: variant -> ``[T]``; ``cis``: variant -> ``[2, T]``
+        (:func:`amn.study_losses.performance_profile`).
+    """
+    plt = _pyplot()  # before rliable.plot_utils imports pyplot: the Agg backend
+    from rliable import plot_utils
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
+                                         colors={v: colours[v] for v in profiles},
+                                         xlabel="expert-normalised score τ",
+                                         ylabel="fraction of runs × games with score > τ",
+                                         labelsize="medium", ticklabelsize="small")
+    ax.axvline(1.0, color="k", ls="--", lw=1)  # the expert
+    ax.set_title("performance profile (reported seeds, 95 % stratified-bootstrap CIs)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside: 15 curves leave no room
+    return _save(fig, path)
+
+
+def plot_game_bars(games: list[str], intervals: dict[str, tuple[np.ndarray, np.ndarray]],
+                   colours: dict[str, Colour], path: Path) -> Path:
+    """Per game, one bar per variant: % of expert (mean over its seeds) with a 95 % CI whisker.
+
+    :param intervals: variant -> (mean ``[G]``, CI ``[2, G]``), expert-normalised (1 = expert), in
+        ``games`` order (:func:`amn.study_losses.per_game_intervals`).
+    """
+    plt = _pyplot()
+    variants = list(intervals)
+    width = 0.8 / max(1, len(variants))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.0 + 0.3 * len(games) * len(variants)), 5))
+    x = np.arange(len(games))
+    for i, v in enumerate(variants):
+        mean, ci = intervals[v]
+        err = np.abs(np.stack([mean - ci[0], ci[1] - mean]))  # yerr wants distances; abs: rounding at 0 width
+        ax.bar(x + (i - (len(variants) - 1) / 2) * width, 100 * mean, width, yerr=100 * err, capsize=2,
+               color=colours[v], label=v)
+    ax.axhline(100, color="k", ls="--", lw=1, label="expert")
+    ax.axhline(0, color="0.5", ls=":", lw=1, label="random")
+    ax.set_xticks(x, games)
+    ax.set(ylabel="% of expert (mean over seeds, 95 % CI)",
+           title="% of expert per game: mean over seeds, 95 % stratified-bootstrap CI over seeds")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return _save(fig, path)

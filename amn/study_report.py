@@ -6,22 +6,28 @@ read back from the run: ``variant``, ``seed``, ``tuning``, ``games``, ``status``
 :class:`~amn.trainer.NonFiniteLoss`'s ``step``, ``game``, ``rows``, ``nonfinite_rows``,
 ``message``; None otherwise), ``config`` (the resolved TrainConfig), ``evaluations`` (the
 lines of ``<run>/evaluations.jsonl``) and ``series`` (``{game: {"loss_diag/<key>" |
-"mimic/<key>": [[agent_step, value], ...]}}`` from TensorBoard). Everything here is computed
-from records, so a report can be rebuilt without the run directories' checkpoints.
+"mimic/<key>": [[agent_step, value], ...]}}`` from TensorBoard) and ``perf`` (``{"update_ms":
+[[agent_step, ms], ...]}``, the run-wide ``perf/update_ms`` tag; absent in records of runs trained
+before it was logged). Everything here is computed from records, so a report can be rebuilt without
+the run directories' checkpoints.
 
 Scores: ``expert-normalised = (student − random) / (expert − random)`` with the final
 evaluation of each run, random play from ``amn.evaluation.HUMAN_RANDOM`` and the expert
 played under the students' protocol. Aggregates (rliable, Agarwal et al. 2021) use the
 reported seeds only: the IQM over runs × games and the probability of improvement over the
-reference, each with a 95 % stratified-bootstrap CI (runs resampled within each game).
+reference, each with a 95 % stratified-bootstrap CI (runs resampled within each game). A variant
+may have its own reported seeds, so variants may have different numbers of runs: each variant's
+score matrix is its own runs, and P(improvement) compares each variant's runs with the reference's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +38,20 @@ DIAG_KEYS = ("rows", "ill_conditioned_rows", "fallback_rows", "dropped_rows", "n
 #: Mimicry diagnostics, ``<Game>/mimic/<key>``: values at log points (NaN where a run did not log them).
 MIMIC_KEYS = ("agreement_train", "agreement_heldout", "kl_heldout", "kl_cc_mean_heldout", "logit_spread",
               "dead_relu_share", "grad_norm")
+#: Run-wide timings, ``perf/<key>``: ``update_ms`` is the learner's wall time per update (ms), averaged
+#: per log interval (amn/learner.py).
+PERF_KEYS = ("update_ms",)
 CURVE_COLUMNS = ["variant", "game", "seed", "tuning", "agent_steps", "frames", "return_mean", "return_std",
                  "episodes", *DIAG_KEYS, *MIMIC_KEYS, "status"]
 FINAL_COLUMNS = ["variant", "game", "seed", "agent_steps", "return_mean", "expert_mean", "random_mean",
                  "nonfinite_rows", "fallback_rows", "status", "agreement_heldout", "kl_heldout", "return_std",
                  "episodes", "expert_std", "expert_normalised", "aggregate_score", "rows", "ill_conditioned_rows",
-                 "dropped_rows", *[k for k in MIMIC_KEYS if k not in ("agreement_heldout", "kl_heldout")]]
+                 "dropped_rows", *[k for k in MIMIC_KEYS if k not in ("agreement_heldout", "kl_heldout")],
+                 "update_ms"]
 AGGREGATE_COLUMNS = ["variant", "runs", "games", "nonfinite_runs", "iqm", "iqm_lo", "iqm_hi", "reference",
-                     "poi", "poi_lo", "poi_hi"]
+                     "poi", "poi_lo", "poi_hi", "update_ms"]
+#: Reported seeds: one list for every variant, or each variant's own (``Study.seeds_of``).
+Seeds = list[int] | dict[str, list[int]]
 NAN = float("nan")
 
 
@@ -57,6 +69,29 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
     writer.writeheader()
     writer.writerows({c: r[c] for c in columns} for r in rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def seeds_of(seeds: Seeds, variant: str) -> list[int]:
+    """The reported seeds of ``variant`` in ``seeds`` (a list common to all variants, or per variant)."""
+    return list(seeds[variant] if isinstance(seeds, dict) else seeds)
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """rliable's bootstraps draw from numpy's global RNG: seed it for the block, then put it back."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def run_update_ms(record: dict[str, Any]) -> float:
+    """The run's mean wall time per update in ms: the mean of its per-log-interval means (intervals hold
+    about as many updates each); NaN for a run that did not log ``perf/update_ms``."""
+    values = [v for _, v in record.get("perf", {}).get("update_ms", []) if math.isfinite(v)]
+    return float(np.mean(values)) if values else NAN
 
 
 def nearest(series: list[list[float]], step: int) -> float:
@@ -139,19 +174,21 @@ def final_rows(records: list[dict[str, Any]], experts: dict[str, list[float]]) -
                         **{k: sum(r[k] for r in sel) for k in DIAG_KEYS},
                         "tuning": record["tuning"], "expert_mean": float(np.mean(experts[game])),
                         "expert_std": float(np.std(experts[game])), "random_mean": random_mean,
-                        "expert_normalised": normalised,
+                        "expert_normalised": normalised, "update_ms": run_update_ms(record),
                         "aggregate_score": (0.0 if nonfinite else normalised) if game in usable else NAN})
     return out
 
 
-def score_matrices(finals: list[dict[str, Any]], variants: list[str], seeds: list[int],
+def score_matrices(finals: list[dict[str, Any]], variants: list[str], seeds: Seeds,
                    games: list[str]) -> dict[str, np.ndarray]:
-    """``{variant: float [len(seeds), len(games)]}`` of ``aggregate_score``; raises if a run is missing or NaN."""
+    """``{variant: float [len(its seeds), len(games)]}`` of ``aggregate_score`` (rows in its seeds' order);
+    raises if a run is missing."""
     by_key = {(r["variant"], r["seed"], r["game"]): r["aggregate_score"] for r in finals}
     out = {}
     for v in variants:
-        m = np.full((len(seeds), len(games)), NAN)
-        for i, seed in enumerate(seeds):
+        mine = seeds_of(seeds, v)
+        m = np.full((len(mine), len(games)), NAN)
+        for i, seed in enumerate(mine):
             for j, game in enumerate(games):
                 if (v, seed, game) not in by_key:
                     raise ValueError(f"no final score for {v} seed {seed} on {game}")
@@ -165,7 +202,7 @@ def aggregate(scores: dict[str, np.ndarray], reference: str, *, reps: int = 2000
     """IQM and probability of improvement over ``reference``, each with a 95 % stratified-bootstrap CI.
 
     :param scores: variant -> expert-normalised scores ``float [runs, games]`` (the same games,
-        in the same order, for every variant; finite)
+        in the same order, for every variant; runs may differ between variants; finite)
     :returns: variant -> ``{"iqm", "iqm_ci": (lo, hi), "poi", "poi_ci": (lo, hi)}``; ``poi`` and
         ``poi_ci`` are None for the reference itself.
     """
@@ -179,16 +216,13 @@ def aggregate(scores: dict[str, np.ndarray], reference: str, *, reps: int = 2000
                              f"{scores[reference].shape[1]} games, got shape {m.shape}")
         if not np.isfinite(m).all():
             raise ValueError(f"{v}: scores hold NaN/inf; a run that went non-finite must count as 0")
-    state = np.random.get_state()
-    np.random.seed(seed)  # rliable's bootstraps draw from the global RNG: seed it, then put it back
-    try:
+    with seeded_global_rng(seed):
         iqm, iqm_ci = library.get_interval_estimates(
             scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
+        # Each variant's runs against the reference's: independent resamples of each (rliable).
         pairs = {v: [scores[v], scores[reference]] for v in scores if v != reference}
         poi, poi_ci = library.get_interval_estimates(
             pairs, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=reps) if pairs else ({}, {})
-    finally:
-        np.random.set_state(state)
     return {v: {"iqm": float(iqm[v][0]), "iqm_ci": (float(iqm_ci[v][0, 0]), float(iqm_ci[v][1, 0])),
                 "poi": float(poi[v][0]) if v in poi else None,
                 "poi_ci": (float(poi_ci[v][0, 0]), float(poi_ci[v][1, 0])) if v in poi else None}
@@ -200,6 +234,11 @@ def _ret(values: list[float]) -> str:
         return "—"
     each = f" ({', '.join(f'{v:.1f}' for v in values)})" if len(values) > 1 else ""
     return f"{np.mean(values):.1f} ± {np.std(values):.1f}{each}"
+
+
+def fmt_ms(ms: float) -> str:
+    """Milliseconds per update for a table: ``12.3``, or ``—`` when not logged."""
+    return "—" if math.isnan(ms) else f"{ms:.1f}"
 
 
 def _share(part: int, whole: int) -> str:
@@ -227,9 +266,16 @@ def per_game_table(finals: list[dict[str, Any]], variants: list[str], games: lis
     return lines
 
 
-def aggregate_rows(finals: list[dict[str, Any]], variants: list[str], seeds: list[int],
+def median_update_ms(finals: list[dict[str, Any]], variant: str, seeds: list[int]) -> float:
+    """The median over ``variant``'s runs on ``seeds`` of each run's mean ms per update; NaN if none logged it."""
+    per_run = {r["seed"]: r["update_ms"] for r in finals if r["variant"] == variant and r["seed"] in seeds}
+    values = [v for v in per_run.values() if math.isfinite(v)]
+    return float(np.median(values)) if values else NAN
+
+
+def aggregate_rows(finals: list[dict[str, Any]], variants: list[str], seeds: Seeds,
                    experts: dict[str, list[float]], reference: str, reps: int) -> list[dict[str, Any]]:
-    """AGGREGATE_COLUMNS per variant over the reported seeds and the games with a usable normaliser."""
+    """AGGREGATE_COLUMNS per variant over its reported seeds and the games with a usable normaliser."""
     usable, _ = normalisers(experts)
     games = [g for g in experts if g in usable]
     if not games:
@@ -237,10 +283,11 @@ def aggregate_rows(finals: list[dict[str, Any]], variants: list[str], seeds: lis
     stats = aggregate(score_matrices(finals, variants, seeds, games), reference, reps=reps)
     out = []
     for v in variants:
-        s = stats[v]
-        out.append({"variant": v, "runs": len(seeds), "games": " ".join(games), "reference": reference,
-                    "nonfinite_runs": len({r["seed"] for r in finals if r["variant"] == v and r["seed"] in seeds
+        s, mine = stats[v], seeds_of(seeds, v)
+        out.append({"variant": v, "runs": len(mine), "games": " ".join(games), "reference": reference,
+                    "nonfinite_runs": len({r["seed"] for r in finals if r["variant"] == v and r["seed"] in mine
                                            and r["status"] == "nonfinite"}),
+                    "update_ms": median_update_ms(finals, v, mine),
                     "iqm": s["iqm"], "iqm_lo": s["iqm_ci"][0], "iqm_hi": s["iqm_ci"][1],
                     "poi": NAN if s["poi"] is None else s["poi"],
                     "poi_lo": NAN if s["poi"] is None else s["poi_ci"][0],
@@ -250,8 +297,9 @@ def aggregate_rows(finals: list[dict[str, Any]], variants: list[str], seeds: lis
 
 def summary_markdown(*, title: str, protocol: list[str], finals: list[dict[str, Any]], tuning: list[dict[str, Any]],
                      aggregates: list[dict[str, Any]], variants: list[str], experts: dict[str, list[float]],
-                     reference: str, reps: int, figures: list[str]) -> str:
-    """summary.md: the protocol, the per-game table, the aggregates, the tuning seeds, the figures."""
+                     reference: str, reps: int, figures: list[str], extra: list[str] = ()) -> str:
+    """summary.md: the protocol, the per-game table, the aggregates, the tuning seeds, ``extra`` (Markdown
+    lines, e.g. :func:`amn.study_losses.variants_markdown`'s), the figures."""
     games = list(experts)
     _, left_out = normalisers(experts)
     played = "; ".join(f"{g} {np.mean(r):.1f} ± {np.std(r):.1f} ({len(r)} game{'s' if len(r) != 1 else ''})"
@@ -261,16 +309,18 @@ def summary_markdown(*, title: str, protocol: list[str], finals: list[dict[str, 
         "% of expert = (student − random) / (expert − random), from the mean over the seeds that finished.", "",
         "## Aggregate over games (expert-normalised, reported seeds)", ""]
     if aggregates:
-        lines += [f"| variant | runs | IQM [95 % CI] | P(improvement over `{reference}`) [95 % CI] | non-finite runs |",
-                  "|---|---|---|---|---|"]
+        lines += [f"| variant | runs | IQM [95 % CI] | P(improvement over `{reference}`) [95 % CI] | non-finite runs "
+                  "| ms / update |", "|---|---|---|---|---|---|"]
         for a in aggregates:
             poi = "(reference)" if a["variant"] == reference else \
                 f"{a['poi']:.2f} [{a['poi_lo']:.2f}, {a['poi_hi']:.2f}]"
             lines.append(f"| `{a['variant']}` | {a['runs']} | {a['iqm']:.2f} [{a['iqm_lo']:.2f}, {a['iqm_hi']:.2f}] "
-                         f"| {poi} | {a['nonfinite_runs'] or '—'} |")
+                         f"| {poi} | {a['nonfinite_runs'] or '—'} | {fmt_ms(a['update_ms'])} |")
         lines += ["", f"Games in the aggregate: {aggregates[0]['games'].replace(' ', ', ')}. Each run's score is its "
                   "final evaluation, expert-normalised; a run that went non-finite counts as random (0). "
-                  f"95 % stratified-bootstrap CIs over runs within each game ({reps:,} resamples, rliable)."]
+                  f"95 % stratified-bootstrap CIs over runs within each game ({reps:,} resamples, rliable). "
+                  "ms / update: the median over the variant's runs of each run's mean wall time per update "
+                  "(perf/update_ms; runs on the same machine compare, other machines do not)."]
     else:
         lines.append("No aggregate: no game has a usable normaliser.")
     if left_out:
@@ -283,6 +333,7 @@ def summary_markdown(*, title: str, protocol: list[str], finals: list[dict[str, 
             ret = "—" if math.isnan(r["return_mean"]) else f"{r['return_mean']:.1f}"
             lines.append(f"| `{r['variant']}` | {r['game']} | {r['seed']} | {ret} "
                          f"| {'—' if math.isnan(pct) else f'{pct:.0f} %'} | {r['status']} at {r['agent_steps']:,} |")
+    lines += [*([""] if extra else []), *extra]
     if figures:
         lines += ["", *[f"![{Path(f).stem}]({f})" for f in figures]]
     return "\n".join(lines) + "\n"

@@ -4,7 +4,8 @@ Tags: ``<Game>/policy_regression_loss``, ``<Game>/episode_return``,
 ``<Game>/student_entropy``, ``<Game>/target_entropy``, ``<Game>/loss_diag/<key>``
 (the loss's diagnostics counts, summed between log points),
 ``<Game>/feature_regression_loss``, and ``train/*`` (epsilon, lr, grad_norm,
-loss, updates) and ``perf/*`` (agent_steps_per_s, updates_per_s). The x axis is
+loss, updates) and ``perf/*`` (agent_steps_per_s, updates_per_s, update_ms: the learner's wall
+time per update, amn/learner.py). The x axis is
 ``agent_steps`` summed over all games.
 """
 

@@ -1,0 +1,124 @@
+"""amn.learner.clip_grad_norm: a finite gradient has a finite norm (float32's sum of squares overflows
+at ~1.8e19; the norm is then taken again in float64), and clipping is torch's elsewhere."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+
+def test_a_finite_gradient_has_a_finite_norm_where_float32_overflows():
+    import torch
+
+    from amn.learner import clip_grad_norm
+
+    params = [torch.nn.Parameter(torch.zeros(1000)), torch.nn.Parameter(torch.zeros(3, 4))]
+    params[0].grad = torch.full((1000,), 1e20)
+    params[1].grad = torch.full((3, 4), -3e19)
+    reference = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in params))  # ~3.2e21
+    assert not torch.isfinite(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in params])))  # float32
+    before = [p.grad.clone() for p in params]
+    norm = clip_grad_norm(params, 0.0)  # 0: no clipping, the norm only
+    assert float(norm) == pytest.approx(reference, rel=1e-12)
+    assert all(torch.equal(p.grad, b) for p, b in zip(params, before))  # untouched
+    clipped = clip_grad_norm(params, 10.0)
+    assert float(clipped) == pytest.approx(reference, rel=1e-12)
+    after = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in params))
+    assert after == pytest.approx(10.0, rel=1e-5)
+    # an ordinary gradient: the same clipping as torch's
+    a, b = torch.nn.Parameter(torch.zeros(5)), torch.nn.Parameter(torch.zeros(5))
+    a.grad, b.grad = torch.arange(5.0), torch.arange(5.0)
+    ours, theirs = clip_grad_norm([a], 2.0), torch.nn.utils.clip_grad_norm_([b], 2.0)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-6) and torch.allclose(a.grad, b.grad, rtol=1e-6)
+
+
+def test_an_update_with_a_float32_overflowing_gradient_norm_logs_the_finite_float64_norm():
+    import torch
+
+    from amn.collect import action_mask
+    from amn.config import GameConfig, TrainConfig
+    from amn.learner import Learner, build_student, make_loss
+    from amn.losses import LossOutput
+    from amn.tb import Scalars
+    from experts.atari import minimal_action_set
+
+    cfg = TrainConfig(games=[GameConfig("Pong", "unused")], batch_per_game=4, torch_threads=1)
+    student, projections, params, optimizer = build_student(cfg)
+    ce = make_loss(cfg)
+
+    def huge(logits, target, mask, expert_values=None):  # a finite loss whose gradient is ~1e19 per logit
+        out = ce(logits, target, mask)
+        return LossOutput(loss=out.loss * 1e20, diagnostics=out.diagnostics)
+
+    mask = action_mask(minimal_action_set("Pong"))
+    gen = torch.Generator().manual_seed(0)
+    target = torch.softmax(torch.randn(4, 18, generator=gen).masked_fill(~mask, float("-inf")), -1)
+    batch = {"obs": torch.randint(0, 256, (4, 4, 84, 84), generator=gen, dtype=torch.uint8), "target": target}
+    stats = Scalars()
+    learner = Learner(cfg, student, projections, params, optimizer, huge, [0], mask.unsqueeze(0), stats)
+    learner.update([batch], step=0)  # before the fix: NonFiniteLoss("non-finite gradient norm ...")
+    grads = [p.grad for p in params if p.grad is not None]
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert not torch.isfinite(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])))  # float32 overflows
+    reference = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    logged = stats.sums["train/grad_norm"] / stats.counts["train/grad_norm"]
+    assert math.isfinite(logged) and logged == pytest.approx(reference, rel=1e-9)
+    update_ms = stats.sums["perf/update_ms"] / stats.counts["perf/update_ms"]
+    assert math.isfinite(update_ms) and update_ms > 0
+
+
+def _one_update(scale: float, max_grad_norm: float = 0.0):
+    """One Learner update on 4 Pong rows with the loss multiplied by ``scale``; returns (learner, params)."""
+    import torch
+
+    from amn.collect import action_mask
+    from amn.config import GameConfig, TrainConfig
+    from amn.learner import Learner, build_student, make_loss
+    from amn.losses import LossOutput
+    from amn.tb import Scalars
+    from experts.atari import minimal_action_set
+
+    cfg = TrainConfig(games=[GameConfig("Pong", "unused")], batch_per_game=4, torch_threads=1,
+                      max_grad_norm=max_grad_norm)
+    student, projections, params, optimizer = build_student(cfg)
+    ce = make_loss(cfg)
+
+    def scaled(logits, target, mask, expert_values=None):
+        out = ce(logits, target, mask)
+        return LossOutput(loss=out.loss * scale, diagnostics=out.diagnostics)
+
+    mask = action_mask(minimal_action_set("Pong"))
+    gen = torch.Generator().manual_seed(0)
+    target = torch.softmax(torch.randn(4, 18, generator=gen).masked_fill(~mask, float("-inf")), -1)
+    batch = {"obs": torch.randint(0, 256, (4, 4, 84, 84), generator=gen, dtype=torch.uint8), "target": target}
+    learner = Learner(cfg, student, projections, params, optimizer, scaled, [0], mask.unsqueeze(0), Scalars())
+    learner.update([batch], step=0)
+    return learner, params
+
+
+def test_a_gradient_entry_that_would_freeze_adam_stops_the_run_and_below_it_adam_steps():
+    import torch
+
+    from amn.errors import NonFiniteLoss
+
+    # the entries of this student's gradient at loss scale s: the largest is ~c·s; find c at s = 1
+    learner, params = _one_update(1.0)
+    biggest = max(float(p.grad.abs().max()) for p in params if p.grad is not None)
+    limit = learner.adam_limit
+    assert limit == pytest.approx(5.83e20, rel=1e-3)  # √(3.4028e38 / 0.001)
+    # the float32 second moment overflows just past the limit, and not just below it (what the check stands on)
+    for g, finite in ((0.99 * limit, True), (1.01 * limit, False)):
+        p = torch.nn.Parameter(torch.zeros(2))
+        opt = torch.optim.Adam([p], betas=(0.9, 0.999), fused=True)
+        p.grad = torch.full((2,), g)
+        opt.step()
+        assert bool(torch.isfinite(opt.state[p]["exp_avg_sq"]).all()) is finite
+    with pytest.raises(NonFiniteLoss, match="overflow Adam's float32 second moment.*max_grad_norm"):
+        _one_update(2.0 * limit / biggest)
+    # below it Adam takes the step and every moment stays finite
+    learner, params = _one_update(0.5 * limit / biggest)
+    state = learner.optimizer.state
+    assert all(torch.isfinite(state[p]["exp_avg_sq"]).all() for p in params if p in state)
+    # clipping keeps every entry below the limit: the same huge loss trains
+    _one_update(2.0 * limit / biggest, max_grad_norm=10.0)
