@@ -17,7 +17,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from loss_cases import CASES
@@ -150,13 +150,21 @@ def reference_value(name, opts, z, c, dtype) -> float:
 
 
 def reference_grad(name, opts, z, c, dtype) -> np.ndarray:
-    """Its gradient over the valid logits, by mpmath's numerical differentiation (50 digits)."""
+    """Its gradient over the valid logits, by mpmath's numerical differentiation, at 50 digits plus
+    those the row's dynamic range needs: an entry can be e^(−2·spread) of the loss (noel-l at p_c ≈ 1:
+    ∂ℓ/∂z_j ≈ ε·p_j with ε = 1 − p_c), which 50 digits alone would round to 0."""
     alpha, zz, c, t0 = _mp_args(opts, z, c, dtype)
-    grad = []
-    for j in range(len(zz)):
-        f = lambda h: mp_loss(name, alpha, zz[:j] + [zz[j] + h] + zz[j + 1:], c, t0)  # noqa: E731
-        grad.append(float(mp.diff(f, 0)))
-    return np.array(grad)
+
+    def at(dps: int) -> np.ndarray:
+        with mp.workdps(dps):
+            return np.array([float(mp.diff(lambda h: mp_loss(name, alpha, zz[:j] + [zz[j] + h] + zz[j + 1:], c, t0), 0))
+                             for j in range(len(zz))])
+
+    grad = at(50)
+    # resolved when the gradient is not far below the loss itself; else (ℓ ≈ 1 + ε², grad ≈ ε²) more digits
+    if np.abs(grad).max() < 1e-30 * abs(float(mp_loss(name, alpha, zz, c, t0))):
+        grad = at(50 + math.ceil(2 * float(max(zz) - min(zz)) / math.log(10)))
+    return grad
 
 
 def tolerance(dtype, spread: float, alpha: float = 1.0) -> float:
@@ -204,8 +212,15 @@ def test_unbounded_noel_values_exact_or_documented_saturation(row):
         assert abs(got - want) <= rtol * abs(want) + torch.finfo(dtype).tiny, (name, opts, got, want, rtol)
 
 
+# Found by hypothesis: noel-l at p_c ≈ 1 has a gradient of ~1.8e-281 (ε², ε = e^−323), which a 50-digit
+# reference rounds to 0.
+_TINY_GRADIENT = (np.array([743.62336407, 0, 0, 420.40977887] + [0.0] * 11), np.eye(15)[0], np.arange(15),
+                  torch.float64)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(adversarial_row())
+@example(_TINY_GRADIENT)
 def test_unbounded_noel_gradients_match_reference(row):
     """Gradient against mpmath's numerical derivative of the (saturated) 50-digit reference:
     within a few eps × (1 + spread) of its largest entry, and of the same sign entry by entry."""

@@ -120,7 +120,7 @@ class NoelM(_NoelLoss):
     the exact one times a factor in (0, 1]. Stricter than CE: the logit gradient grows
     like 1/p_c (|∂ℓ/∂z_c| = ℓ) until the ceiling: in float32 a gradient above ~1.8e19 (a
     gap of ~45) overflows a float32 squared gradient norm, which is why the learner takes
-    its norm in float64 (``amn.learner.clip_grad_norm_float64``).
+    its norm again in float64 then (``amn.learner.clip_grad_norm``).
     Accuracy: relative error of the value a few eps × (1 + spread) (that of log p_c from
     log_softmax), checked against 50-digit mpmath in tests/test_loss_domains.py.
     Shapes: logits, target, mask ``[B, A]`` → loss ``[B]``.
