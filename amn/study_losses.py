@@ -8,6 +8,8 @@ and a section of ``summary.md`` (:func:`variants_markdown`), one row per variant
 - ``seeds`` and ``runs``: the variant's reported seeds (each variant may have its own);
 - ``pct_expert_<Game>``: 100 × the mean over its seeds of the aggregate score (expert-normalised; a run
   that went non-finite counts as random, 0 %), NaN for a game left out of the aggregates;
+- ``vs_reference_<Game>``: its distance above random as a share of the reference's, averaged over seeds,
+  (mean score − random) / (reference's mean score − random) = ``pct_expert`` / the reference's;
 - ``iqm``, ``poi`` with their CIs: the aggregates of :func:`amn.study_report.aggregate_rows`;
 - ``agreement_heldout``, ``kl_heldout`` (KL(expert ‖ student)): the mean over games and seeds of the
   value logged nearest the run's final evaluation (NaN where none was logged);
@@ -41,7 +43,8 @@ TAIL_COLUMNS = ["iqm", "iqm_lo", "iqm_hi", "reference", "poi", "poi_lo", "poi_hi
 
 def variant_columns(games: list[str]) -> list[str]:
     """variants.csv's columns: one ``pct_expert_<Game>`` per game between the fixed ones."""
-    return [*HEAD_COLUMNS, *[f"pct_expert_{g}" for g in games], *TAIL_COLUMNS]
+    return [*HEAD_COLUMNS, *[f"pct_expert_{g}" for g in games], *[f"vs_reference_{g}" for g in games],
+            *TAIL_COLUMNS]
 
 
 def loss_options(loss: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +101,11 @@ def variant_rows(finals: list[dict[str, Any]], aggregates: list[dict[str, Any]],
         ms = [x for x in per_run.values() if not math.isnan(x)]
         row["update_ms"] = float(np.median(ms)) if ms else NAN
         out.append(row)
+    ref = next((r for r in out if r["variant"] == reference), None)
+    for row in out:
+        for g in experts:
+            base = ref[f"pct_expert_{g}"] if ref is not None else NAN
+            row[f"vs_reference_{g}"] = row[f"pct_expert_{g}"] / base if base > 0 else NAN
     return out
 
 
@@ -125,6 +133,10 @@ def variants_markdown(rows: list[dict[str, Any]], games: list[str], reference: s
               "the expert's policy). Agreement and KL: mean over games and seeds of the held-out value logged nearest "
               "the final evaluation. Spread: sample std over seeds of each seed's mean score over games. "
               "ms / update: median over the variant's runs of each run's mean update wall time."]
+    lines += ["", f"Distance above random as a share of `{reference}`'s, per game: (mean score − random) / "
+              f"(`{reference}`'s mean score − random), means over each variant's seeds.", "",
+              f"| variant | {' | '.join(games)} |", "|---|" + "---|" * len(games)]
+    lines += [f"| `{r['variant']}` | " + " | ".join(_num(r[f"vs_reference_{g}"]) for g in games) + " |" for r in rows]
     return lines
 
 

@@ -166,6 +166,20 @@ def test_update_ms_flows_from_a_tensorboard_scalar_into_the_tables(tmp_path):
     assert read_perf(tmp_path / "bare") == {}
 
 
+def test_share_of_the_reference_s_distance_above_random_per_game():
+    # Pong: random −20.7; ce seeds 10.0 and 0.0 (mean 5.0), cos 18.0 and −20.7 (mean −1.35)
+    recs = [record("ce", 0, {"Pong": 10.0}), record("ce", 1, {"Pong": 0.0}),
+            record("cos", 0, {"Pong": 18.0}), record("cos", 1, {"Pong": -20.7})]
+    finals = final_rows(recs, {"Pong": [19.3]})
+    rows = {r["variant"]: r for r in study_losses.variant_rows(finals, [], ["ce", "cos"], [0, 1],
+                                                               {"ce": ("ce", {}), "cos": ("cos", {})},
+                                                               {"Pong": [19.3]}, "ce")}
+    assert rows["ce"]["vs_reference_Pong"] == pytest.approx(1.0)
+    assert rows["cos"]["vs_reference_Pong"] == pytest.approx((-1.35 + 20.7) / (5.0 + 20.7))
+    lines = study_losses.variants_markdown(list(rows.values()), ["Pong"], "ce")
+    assert "| `cos` | 0.75 |" in lines
+
+
 def test_variant_table_has_proper_from_the_registry_for_every_loss():
     from amn.losses import LOSSES
 
