@@ -160,7 +160,7 @@ def _step(model, opt, loss_fn, variant: Variant, cfg: RunConfig, xb, yb, k: int,
 
 
 def train_run(cfg: RunConfig, split: Split) -> dict[str, Any]:
-    """Train one model and evaluate it; returns the result record (see README, CC-LS).
+    """Train one model and evaluate it; returns the result record (see docs/cc_ls.md).
 
     Record: ``config``; ``status`` ``"ok"`` or ``"failed"`` with ``failure`` {epoch, step, reason}
     (1-based; then ``metrics`` is None); ``metrics`` from

@@ -125,10 +125,11 @@ class Learner:
         self.games = list(games)
         self.names = [g.game for g in cfg.games]
         self.device = next(student.parameters()).device
-        # Adam adds (1 − β₂)·g² to its second moment in the weights' dtype: past this |g| (5.8e20 in
-        # float32 at β₂ = 0.999; measured for torch 2.13's fused, foreach and for-loop Adam) it is inf,
-        # and that weight's steps are m/∞ = 0 from then on, a silent freeze.
-        self.adam_limit = math.sqrt(torch.finfo(torch.float32).max / (1.0 - cfg.adam_betas[1]))
+        # Adam's second moment v ← β₂·v + (1 − β₂)·g² is a float32 weighted mean of past g² (weights summing
+        # below 1): below |g| = √max (1.84e19) it cannot overflow; above, it does once v has grown (a
+        # steady 1e20 after 35 steps, 5e20 at the second), and that weight's steps are m/∞ = 0 from then
+        # on, a silent freeze. _check_adam_can_take stops the run first.
+        self.adam_safe = math.sqrt(torch.finfo(torch.float32).max)
         B = cfg.batch_per_game
         self.batch_game_ids = torch.tensor(self.games, device=self.device).repeat_interleave(B)  # long [G*B]
         # bool [G*B, 18]: masks is [G, 18], in games order
@@ -232,14 +233,21 @@ class Learner:
         stats.mean("perf/update_ms", 1000.0 * (time.perf_counter() - started))
 
     def _check_adam_can_take(self, grad_norm: torch.Tensor, step: int) -> None:
-        """Stop, as for a non-finite loss, before a gradient entry overflows Adam's second moment
-        (``self.adam_limit``). The norm bounds every entry, so the entries are read only when the norm
-        (after clipping) reaches the limit; on every rank alike, since the gradients are all-reduced."""
+        """Stop, as for a non-finite loss, before Adam's step would overflow a float32 second moment
+        (and freeze that weight). The norm (after clipping) bounds every entry, so below √max nothing is
+        read; above, the next second moment is computed in float64 from the optimiser's state. The same
+        on every rank: the gradients are all-reduced and the optimiser states are equal."""
         clip = self.cfg.max_grad_norm
-        if min(float(grad_norm), clip if clip > 0 else math.inf) < self.adam_limit:
+        if min(float(grad_norm), clip if clip > 0 else math.inf) < self.adam_safe:
             return
-        biggest = max(float(p.grad.abs().max()) for p in self.params if p.grad is not None)
-        if biggest >= self.adam_limit:
-            raise NonFiniteLoss(f"a gradient entry of {biggest:.3g} at agent step {step} would overflow Adam's "
-                                f"float32 second moment (limit {self.adam_limit:.3g}) and freeze that weight; "
-                                f"set max_grad_norm (e.g. 10) or use a bounded loss", step=step)
+        beta2, top = self.cfg.adam_betas[1], float(torch.finfo(torch.float32).max)
+        for p in self.params:
+            if p.grad is None:
+                continue
+            v = self.optimizer.state.get(p, {}).get("exp_avg_sq")
+            g2 = p.grad.detach().double().pow(2)
+            nxt = (1 - beta2) * g2 + (beta2 * v.double() if v is not None else 0.0)
+            if float(nxt.max()) > top * (1 - 1e-6):  # float32's own rounding of the sum: a margin of ~16 ulps
+                raise NonFiniteLoss(f"at agent step {step} a gradient entry of {float(p.grad.abs().max()):.3g} would "
+                                    f"overflow Adam's float32 second moment (above {top:.3g}) and freeze that "
+                                    f"weight; set max_grad_norm (e.g. 10) or use a bounded loss", step=step)

@@ -1,6 +1,6 @@
 """``amn study CONFIG``: a grid of variants × seeds, trained on the same games and budget, then reported.
 
-    amn study configs/studies/pong.yaml [--resume] [--only VARIANT ...] [--seeds N ...] [--no-progress]
+    amn study configs/studies/pong.yaml [--resume | --finished] [--only VARIANT ...] [--seeds N ...] [--no-progress]
 
 Each (variant, seed) is one student run in ``<runs_dir>/<variant>-seed<N>`` (``/`` in the
 variant's name becomes ``-``, see ``run_slug``; :mod:`amn.study_config` describes the config). A
@@ -312,7 +312,8 @@ def write_report(study: Study, variants: list[str], records: list[dict[str, Any]
     if missing:
         protocol.insert(0, f"**Partial report** (`amn study {study.path.name} --finished`): {len(missing)} runs not "
                            f"finished yet ({', '.join(missing)}); each variant is reported over the seeds it has "
-                           f"finished. `--resume` trains the rest and rewrites this report.")
+                           f"finished (a run stopped by a non-finite loss has finished and scores as random). "
+                           f"`--resume` trains the rest and rewrites this report.")
     if figures[1] is None:
         protocol.append("No normaliser diagnostics were logged (normaliser_diagnostics off, no cc variant).")
     if figures[2] is None:
@@ -381,10 +382,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="VARIANT", default=None,
                    help="run and report only these variants (the reference variant is always included)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="N", default=None,
-                   help="the reported seeds of every variant, in place of the config's, the variants' own "
-                        "seeds: included (tuning seeds stay)")
+                   help="the reported seeds of every variant, in place of the config's (and of a variant's "
+                        "own seeds:); tuning seeds stay")
     p.add_argument("--finished", action="store_true",
-                   help="train nothing: report the runs that have finished, each variant over its finished seeds, "
-                        "and name the rest (a study cut short; --resume later trains them and reports all)")
+                   help="train nothing: report the runs that have finished (a run stopped by a non-finite loss "
+                        "has finished: it scores as random), each variant over its finished seeds, and name the "
+                        "rest; --resume later trains them and rewrites the report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_study)

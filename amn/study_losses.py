@@ -134,7 +134,8 @@ def variants_markdown(rows: list[dict[str, Any]], games: list[str], reference: s
               "the final evaluation. Spread: sample std over seeds of each seed's mean score over games. "
               "ms / update: median over the variant's runs of each run's mean update wall time."]
     lines += ["", f"Distance above random as a share of `{reference}`'s, per game: (mean score − random) / "
-              f"(`{reference}`'s mean score − random), means over each variant's seeds.", "",
+              f"(`{reference}`'s mean score − random), means over each variant's seeds; — where `{reference}` is not above "
+              f"random on that game (no distance to share).", "",
               f"| variant | {' | '.join(games)} |", "|---|" + "---|" * len(games)]
     lines += [f"| `{r['variant']}` | " + " | ".join(_num(r[f"vs_reference_{g}"]) for g in games) + " |" for r in rows]
     return lines

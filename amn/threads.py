@@ -8,7 +8,7 @@ emulator threads and the main thread preempt the update whenever they wake.
 ``pin_threads`` gives the update thread a core of its own and the rest to everything else:
 the update thread is pinned to the first core this process may use, the main thread (and so
 the emulator threads it creates afterwards, which inherit its affinity) to the others. On the
-2-core AMD EPYC (AVX-512-BF16) measured for the README, the four-game default went from
+2-core AMD EPYC (AVX-512-BF16) measured for docs/speed.md, the four-game default went from
 637–648 to 688–741 agent steps/s (``scripts/bench_trainer.py``, alternated runs). It applies
 only on Linux, to a single-process run with at least two usable cores: under torchrun several
 processes share a machine, and pinning each one's update thread to the same core would

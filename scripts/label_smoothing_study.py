@@ -1,6 +1,6 @@
 """CC-LS: label smoothing with the continuous-categorical loss (Gordon-Rodriguez et al. 2020).
 
-    nice -n 19 python scripts/label_smoothing_study.py                    # MNIST-1D, offline (README: CC-LS)
+    nice -n 19 python scripts/label_smoothing_study.py                    # MNIST-1D, offline (docs/cc_ls.md)
     python scripts/label_smoothing_study.py --dataset cifar10 --data-dir ~/data/cifar-10-batches-py
     python scripts/label_smoothing_study.py --report-only                 # tables and plots from the JSONs
 

@@ -16,7 +16,7 @@ that are non-finite, for float32 and float64. Then the issue's second measuremen
 N(0, σ²) logits, Dirichlet(1) targets, 200 rows per σ: non-finite loss rows per σ.
 ``--extreme`` adds a third table, 1024 rows per scale s in 1e10 .. 1e300 (float32 only up to
 1e37, beyond which the inputs themselves overflow): far beyond any training run, it locates each
-loss's domain edge (README, "Student losses"), e.g. z² overflowing float32 past ~1.8e19.
+loss's domain edge (docs/losses.md), e.g. z² overflowing float32 past ~1.8e19.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What FIRE after a life loss changes, on Breakout (README, "Zoo experts after a life loss").
+"""What FIRE after a life loss changes, on Breakout (docs/training.md, "What the agent does after a life loss").
 
     .venv/bin/python scripts/measure_life_loss_fire.py      # ~75 s on two cores
 

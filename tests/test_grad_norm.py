@@ -68,8 +68,8 @@ def test_an_update_with_a_float32_overflowing_gradient_norm_logs_the_finite_floa
     assert math.isfinite(update_ms) and update_ms > 0
 
 
-def _one_update(scale: float, max_grad_norm: float = 0.0):
-    """One Learner update on 4 Pong rows with the loss multiplied by ``scale``; returns (learner, params)."""
+def _learner(scale: float, max_grad_norm: float = 0.0):
+    """A Learner on 4 Pong rows whose loss is cross-entropy times ``scale``; returns (learner, batch, params)."""
     import torch
 
     from amn.collect import action_mask
@@ -93,32 +93,55 @@ def _one_update(scale: float, max_grad_norm: float = 0.0):
     target = torch.softmax(torch.randn(4, 18, generator=gen).masked_fill(~mask, float("-inf")), -1)
     batch = {"obs": torch.randint(0, 256, (4, 4, 84, 84), generator=gen, dtype=torch.uint8), "target": target}
     learner = Learner(cfg, student, projections, params, optimizer, scaled, [0], mask.unsqueeze(0), Scalars())
+    return learner, batch, params
+
+
+def _biggest_entry_at_scale_one() -> float:
+    learner, batch, params = _learner(1.0)
     learner.update([batch], step=0)
-    return learner, params
+    return max(float(p.grad.abs().max()) for p in params if p.grad is not None)
 
 
-def test_a_gradient_entry_that_would_freeze_adam_stops_the_run_and_below_it_adam_steps():
+def test_adams_second_moment_overflows_under_a_steady_gradient_past_sqrt_max():
+    """What the learner's check stands on: v ← β₂v + (1 − β₂)g² tends to g², so a steady |g| above
+    √max = 1.84e19 overflows float32 after enough steps (5e20 at the second), and below it never does."""
+    import torch
+
+    def steps_to_overflow(g: float, steps: int) -> int | None:
+        p = torch.nn.Parameter(torch.zeros(2))
+        opt = torch.optim.Adam([p], betas=(0.9, 0.999), fused=True)
+        for k in range(1, steps + 1):
+            p.grad = torch.full((2,), g)
+            opt.step()
+            if not torch.isfinite(opt.state[p]["exp_avg_sq"]).all():
+                return k
+        return None
+
+    assert steps_to_overflow(5e20, 10) == 2
+    assert steps_to_overflow(1e20, 100) is not None  # measured: step 35
+    assert steps_to_overflow(1.8e19, 3000) is None
+
+
+def test_the_learner_stops_before_adam_would_freeze_a_weight_and_trains_below_it():
     import torch
 
     from amn.errors import NonFiniteLoss
 
-    # the entries of this student's gradient at loss scale s: the largest is ~c·s; find c at s = 1
-    learner, params = _one_update(1.0)
-    biggest = max(float(p.grad.abs().max()) for p in params if p.grad is not None)
-    limit = learner.adam_limit
-    assert limit == pytest.approx(5.83e20, rel=1e-3)  # √(3.4028e38 / 0.001)
-    # the float32 second moment overflows just past the limit, and not just below it (what the check stands on)
-    for g, finite in ((0.99 * limit, True), (1.01 * limit, False)):
-        p = torch.nn.Parameter(torch.zeros(2))
-        opt = torch.optim.Adam([p], betas=(0.9, 0.999), fused=True)
-        p.grad = torch.full((2,), g)
-        opt.step()
-        assert bool(torch.isfinite(opt.state[p]["exp_avg_sq"]).all()) is finite
+    c = _biggest_entry_at_scale_one()
+    # entries of ~5e20: the first step is fine (v was 0), the second would overflow v: stopped there
+    learner, batch, params = _learner(5e20 / c)
+    learner.update([batch], step=0)
     with pytest.raises(NonFiniteLoss, match="overflow Adam's float32 second moment.*max_grad_norm"):
-        _one_update(2.0 * limit / biggest)
-    # below it Adam takes the step and every moment stays finite
-    learner, params = _one_update(0.5 * limit / biggest)
+        learner.update([batch], step=1)
+    # entries of ~1e19 (< √max): 30 steps, every moment finite, the weights still moving at the last
+    learner, batch, params = _learner(1e19 / c)
+    for step in range(30):
+        before = [p.detach().clone() for p in params]
+        learner.update([batch], step=step)
     state = learner.optimizer.state
     assert all(torch.isfinite(state[p]["exp_avg_sq"]).all() for p in params if p in state)
-    # clipping keeps every entry below the limit: the same huge loss trains
-    _one_update(2.0 * limit / biggest, max_grad_norm=10.0)
+    assert any(not torch.equal(p.detach(), b) for p, b in zip(params, before))
+    # clipping keeps the entries small: the huge loss trains
+    learner, batch, params = _learner(5e20 / c, max_grad_norm=10.0)
+    for step in range(3):
+        learner.update([batch], step=step)

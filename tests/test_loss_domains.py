@@ -25,7 +25,7 @@ from loss_cases import CASES
 from amn.losses.library import LOSSES, get_loss
 
 A = 18
-# every case of tests/test_losses.py, and cc (its own tests live there too)
+# every case of tests/loss_cases.py, and cc (whose own tests are in test_losses.py and test_cc_normaliser.py)
 ALL_CASES = [("cc", {}), *CASES]
 UNBOUNDED = [("noel-m", {}), ("noel-m-full", {}), ("noel-param-m", {}), ("noel-param-m", {"alpha": 0.5}),
              ("noel-param-m", {"alpha": 2.5}), ("noel-l", {}), ("noel-l-full", {})]

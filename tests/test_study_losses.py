@@ -178,6 +178,12 @@ def test_share_of_the_reference_s_distance_above_random_per_game():
     assert rows["cos"]["vs_reference_Pong"] == pytest.approx((-1.35 + 20.7) / (5.0 + 20.7))
     lines = study_losses.variants_markdown(list(rows.values()), ["Pong"], "ce")
     assert "| `cos` | 0.75 |" in lines
+    # a reference at or below random has no distance to share: NaN, shown as —
+    low = final_rows([record("ce", 0, {"Pong": -21.0}), record("cos", 0, {"Pong": 5.0})], {"Pong": [19.3]})
+    rows = study_losses.variant_rows(low, [], ["ce", "cos"], [0], {"ce": ("ce", {}), "cos": ("cos", {})},
+                                     {"Pong": [19.3]}, "ce")
+    assert all(math.isnan(r["vs_reference_Pong"]) for r in rows)
+    assert "| `cos` | — |" in study_losses.variants_markdown(rows, ["Pong"], "ce")
 
 
 def test_variant_table_has_proper_from_the_registry_for_every_loss():
@@ -334,3 +340,13 @@ def test_per_game_intervals_are_rliable_s_stratified_bootstrap_of_the_mean_over_
     assert np.allclose(out["b"][1], 0.5)  # identical seeds: a zero-width CI
     taus, profiles, pcis = study_losses.performance_profile(scores, 200)
     assert taus[0] == 0.0 and taus[-1] == 1.25 and profiles["b"][0] == 1.0 and pcis["a"].shape == (2, len(taus))
+
+
+def test_probability_of_improvement_with_unequal_runs_by_hand():
+    # one game; 2 runs of x against 3 of the reference: of the 6 pairs, 0.6 beats all three, 0.4 beats 0.3 only
+    from amn.study_report import aggregate
+
+    out = aggregate({"ref": np.array([[0.5], [0.5], [0.3]]), "x": np.array([[0.6], [0.4]])}, "ref", reps=200)
+    assert out["x"]["poi"] == pytest.approx(4 / 6)
+    # with 2 or 3 runs a quarter of them rounds down to none: the IQM is the plain mean
+    assert out["ref"]["iqm"] == pytest.approx(1.3 / 3) and out["x"]["iqm"] == pytest.approx(0.5)

@@ -32,7 +32,7 @@ class CrossEntropy(StudentLoss):
 
     def __init__(self, logit_scale: float = 1.0) -> None:
         # α < 1 gives cross-entropy the slow response CC has at uniform logits (α = 1/(K+1)):
-        # an experiment that separates that cause from the others (README, CC-AMN on Pong).
+        # an experiment that separates that cause from the others (docs/cc_amn_pong.md).
         self.logit_scale = _check_positive(self.name, "logit_scale", logit_scale)
 
     def _rows(self, logits, target, mask, expert_values):
