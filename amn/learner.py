@@ -3,8 +3,8 @@
 ``build_student`` makes the student, its feature-regression projections and the optimiser;
 ``make_loss`` the configured student loss; :class:`Learner` runs the update, in the config's
 ``precision`` (``amn/precision.py``), and logs per game the loss, the normaliser diagnostics
-and the mimicry numbers of the training batch (``amn/mimicry.py``), and ``perf/update_ms``, its
-own wall time per update.
+and the mimicry numbers of the training batch (``amn/mimicry.py``), and ``perf/update_ms`` and
+``perf/update_cpu_ms``, its own wall and thread CPU time per update.
 """
 
 from __future__ import annotations
@@ -160,7 +160,10 @@ class Learner:
         # backward, clipping, Adam), so the study can compare losses' costs on one machine. With
         # overlap_update it runs beside the acting, so it is the update's time under that load. On a GPU
         # the loss.item() after Adam's step waits for the stream, so its kernels are inside the time.
-        started = time.perf_counter()
+        # perf/update_cpu_ms: the CPU time of this thread over the same span (with torch_threads = 1 all
+        # of the update's kernels run on it): wall − CPU is time it was ready but waited (the GIL, or
+        # another thread on its core); CPU above the update's time alone is contention for caches.
+        started, started_cpu = time.perf_counter(), time.thread_time()
         cfg, stats, names, B = self.cfg, self.stats, self.names, self.cfg.batch_per_game
         # obs, target, values, features: to the student's device (no copy on the CPU).
         batches = [{k: v.to(self.device) for k, v in b.items()} for b in batches]
@@ -231,6 +234,7 @@ class Learner:
         stats.mean("train/loss", loss.item())
         stats.mean("train/grad_norm", grad_norm.item())
         stats.mean("perf/update_ms", 1000.0 * (time.perf_counter() - started))
+        stats.mean("perf/update_cpu_ms", 1000.0 * (time.thread_time() - started_cpu))
 
     def _check_adam_can_take(self, grad_norm: torch.Tensor, step: int) -> None:
         """Stop, as for a non-finite loss, before Adam's step would overflow a float32 second moment

@@ -107,8 +107,9 @@ def components(cfg, seconds: float, precision: str) -> dict[str, float]:
         collector.close()
 
 
-def end_to_end(cfg_path: Path, overrides: list[str], seconds: float) -> tuple[float, float]:
-    """(agent steps/s, updates/s) of the real trainer once updates run, from its TensorBoard."""
+def end_to_end(cfg_path: Path, overrides: list[str], seconds: float) -> tuple[float, float, float, float]:
+    """(agent steps/s, updates/s, update wall ms, update CPU ms) of the real trainer once updates run,
+    from its TensorBoard (``perf/*``; the update's times are the learner's own, on its thread)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,11 +121,15 @@ def end_to_end(cfg_path: Path, overrides: list[str], seconds: float) -> tuple[fl
         acc.Reload()
         steps = acc.Scalars("perf/agent_steps_per_s")
         updates = acc.Scalars("perf/updates_per_s")
+        tags = set(acc.Tags()["scalars"])  # the update's times exist once an update has run
+        wall, cpu = ({e.step: e.value for e in acc.Scalars(tag)} if tag in tags else {}
+                     for tag in ("perf/update_ms", "perf/update_cpu_ms"))
     # The points after the warm-up (updates running), minus the first one that straddles it.
-    measured = [(s.value, u.value) for s, u in zip(steps, updates) if u.value > 0][1:]
+    measured = [(s.value, u.value, wall[s.step], cpu[s.step]) for s, u in zip(steps, updates)
+                if u.value > 0 and s.step in wall and s.step in cpu][1:]
     if not measured:
         raise SystemExit(f"no log point after the warm-up within {seconds:.0f} s: pass more --seconds")
-    return float(np.mean([m[0] for m in measured])), float(np.mean([m[1] for m in measured]))
+    return tuple(float(np.mean([m[i] for m in measured])) for i in range(4))
 
 
 PARTS = ("student acting", "environments", "expert labelling + replay add", "replay sampling",
@@ -152,7 +157,7 @@ def main() -> None:
     per_lockstep = cfg.agent_steps_per_lockstep
     rounds = {p: [components(cfg, 2.0, p) for _ in range(args.repeats)] for p in ("float32", "bfloat16")}
     parts = {p: {k: statistics.median(r[k] for r in rs) for k in PARTS} for p, rs in rounds.items()}
-    rate, update_rate = end_to_end(args.config, args.set, args.seconds)
+    rate, update_rate, update_wall, update_cpu = end_to_end(args.config, args.set, args.seconds)
     peer = None
     if args.peer:
         from bench_peer import run_peer
@@ -179,6 +184,10 @@ def main() -> None:
           f"step over {cores} cores): {ceiling:,.0f} agent steps/s; update bound ({chosen}): {per_lockstep / update:,.0f}")
     print(f"end to end (amn.trainer.train, {chosen}, {args.seconds:.0f} s after warm-up): {rate:,.0f} agent steps/s, "
           f"{update_rate:,.1f} updates/s = {100 * rate / ceiling:.0f} % of the ceiling")
+    alone = 1000 * parts[chosen]["update (forward + backward + Adam)"]
+    print(f"in that run an update took {update_wall:.2f} ms wall, {update_cpu:.2f} ms of its thread's CPU "
+          f"(alone, per lockstep step: {alone:.2f} ms): {update_wall - update_cpu:.2f} ms waiting (the GIL, or preempted), "
+          f"{update_cpu - alone:+.2f} ms of contention while running")
     if peer is not None:
         print(f"straightforward loop (scripts/bench_peer.py, float32, {peer_threads} torch threads): "
               f"{peer:,.0f} agent steps/s; the trainer is {rate / peer:.2f}x it")

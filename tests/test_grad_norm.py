@@ -66,6 +66,8 @@ def test_an_update_with_a_float32_overflowing_gradient_norm_logs_the_finite_floa
     assert math.isfinite(logged) and logged == pytest.approx(reference, rel=1e-9)
     update_ms = stats.sums["perf/update_ms"] / stats.counts["perf/update_ms"]
     assert math.isfinite(update_ms) and update_ms > 0
+    cpu_ms = stats.sums["perf/update_cpu_ms"] / stats.counts["perf/update_cpu_ms"]
+    assert math.isfinite(cpu_ms) and cpu_ms > 0
 
 
 def _learner(scale: float, max_grad_norm: float = 0.0):
