@@ -19,54 +19,11 @@ import torch
 from fp_bounds import assert_within_rounding, forward_error_bound, gamma
 
 from experts import Expert, export_expert, load_expert
-from experts.atari import PIPELINE_ALE, PIPELINE_SB3, make_atari_vec, minimal_action_set
+from expert_models import build, one_line
+from experts.atari import PIPELINE_ALE, PIPELINE_SB3, minimal_action_set
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_PONG = ROOT.parent / "shared" / "experts" / "ppo-PongNoFrameskip-v4.zip"
-
-
-@pytest.fixture(scope="module")
-def pong_obs() -> np.ndarray:
-    """Real Pong observations ``uint8 [4, 4, 84, 84]`` after some random play."""
-    env = make_atari_vec("Pong", 4)
-    obs, _ = env.reset(seed=1)
-    rng = np.random.default_rng(0)
-    for _ in range(80):
-        obs, *_ = env.step(rng.integers(0, 6, 4))
-    env.close()
-    return obs
-
-
-def _perturb(module: torch.nn.Module) -> None:
-    # SB3 initialises heads with gain 0.01: outputs near 0 would make the comparison vacuous.
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
-def _build(algo: str, **policy_kwargs):
-    from experts.sb3_vec_env import AleVecEnv
-
-    env = AleVecEnv("Pong", 1)
-    if algo == "ppo":
-        from stable_baselines3 import PPO
-
-        model = PPO("CnnPolicy", env, n_steps=8, batch_size=8, policy_kwargs=policy_kwargs, device="cpu", seed=0)
-    elif algo == "a2c":
-        from stable_baselines3 import A2C
-
-        model = A2C("CnnPolicy", env, n_steps=5, device="cpu", seed=0)
-    elif algo == "dqn":
-        from stable_baselines3 import DQN
-
-        model = DQN("CnnPolicy", env, buffer_size=100, learning_starts=0, device="cpu", seed=0)
-    else:
-        sb3_contrib = pytest.importorskip("sb3_contrib", reason="sb3-contrib (the 'zoo' extra) is not installed")
-        model = sb3_contrib.QRDQN("CnnPolicy", env, buffer_size=100, learning_starts=0, device="cpu", seed=0)
-    _perturb(model.policy)
-    env.close()
-    return model
 
 
 def _rounding_bound(expert, model, algo: str, obs: np.ndarray, features: bool = False) -> torch.Tensor:
@@ -106,14 +63,6 @@ def _sb3_values(model, algo: str, obs: np.ndarray) -> torch.Tensor:
         return model.quantile_net(obs_t).mean(dim=1)
 
 
-@pytest.fixture(scope="module")
-def ppo_zip(tmp_path_factory) -> tuple[Path, object]:
-    model = _build("ppo")
-    path = tmp_path_factory.mktemp("ppo") / "ppo-PongNoFrameskip-v4.zip"
-    model.save(path)
-    return path, model
-
-
 @pytest.mark.parametrize("algo,kwargs", [("ppo", {}), ("ppo", {"share_features_extractor": False}),
                                          ("a2c", {}), ("dqn", {}), ("qrdqn", {})],
                          ids=["ppo", "ppo-unshared", "a2c", "dqn", "qrdqn"])
@@ -121,7 +70,7 @@ def test_sb3_round_trip(request, tmp_path, pong_obs, algo, kwargs):
     if algo == "ppo" and not kwargs:
         path, model = request.getfixturevalue("ppo_zip")  # built once for the other tests too
     else:
-        model = _build(algo, **kwargs)
+        model = build(algo, **kwargs)
         path = tmp_path / f"{algo}-PongNoFrameskip-v4.zip"
         model.save(path)
     expert = load_expert(path)
@@ -221,7 +170,7 @@ def test_sampled_policy(ppo_zip, pong_obs, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert (result["policy"], result["epsilon"], result["episodes"]) == ("sample", 0.0, 1)
     dqn = tmp_path / "dqn-PongNoFrameskip-v4.zip"
-    _build("dqn").save(dqn)
+    build("dqn").save(dqn)
     with pytest.raises(ValueError, match="has Q-values, not a policy to sample"):
         load_expert(dqn).sampler()
     capsys.readouterr()
@@ -288,7 +237,7 @@ def test_training_pipeline_is_recorded(ppo_zip, tmp_path):
     (legacy.parent / "run.json").write_text(json.dumps({"pipeline": "my-wrapper"}))
     with pytest.raises(ValueError, match="unknown observation pipeline 'my-wrapper'") as err:
         load_expert(legacy, game="Pong")
-    assert str(legacy) in _one_line(err)
+    assert str(legacy) in one_line(err)
 
 
 def test_registry_and_cli(ppo_zip, tmp_path, monkeypatch, capsys):
@@ -345,109 +294,3 @@ def test_shared_zoo_checkpoint(pong_obs):
     model = PPO.load(ZOO_PONG, device="cpu")
     assert_within_rounding(expert.values(pong_obs), _sb3_values(model, "ppo", pong_obs),
                            _rounding_bound(expert, model, "ppo", pong_obs), "zoo values vs SB3's")
-
-
-# --- error paths: one line, naming the file and what to do -----------------------------------------
-
-
-def _one_line(err: pytest.ExceptionInfo) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    return msg
-
-
-def test_truncated_and_random_files(ppo_zip, tmp_path):
-    blob = ppo_zip[0].read_bytes()
-    truncated = tmp_path / "ppo-PongNoFrameskip-v4.zip"
-    truncated.write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(ValueError) as err:
-        load_expert(truncated)
-    assert str(truncated) in _one_line(err) and "corrupt or truncated" in str(err.value)
-    noise = tmp_path / "noise.zip"
-    noise.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(ValueError, match=r"noise\.zip: corrupt or truncated.*re-download") as err:
-        load_expert(noise)
-    _one_line(err)
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        load_expert(tmp_path / "missing.zip")
-
-
-def test_non_atari_checkpoint(tmp_path):
-    from stable_baselines3 import PPO
-
-    path = tmp_path / "ppo-CartPole-v1.zip"
-    PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, device="cpu").save(path)
-    with pytest.raises(ValueError, match=r"ppo-CartPole-v1\.zip: not an Atari image checkpoint") as err:
-        load_expert(path)
-    _one_line(err)
-
-
-def test_action_space_mismatch(ppo_zip, tmp_path):
-    wrong = tmp_path / "ppo-BreakoutNoFrameskip-v4.zip"
-    wrong.write_bytes(ppo_zip[0].read_bytes())
-    with pytest.raises(ValueError, match=r"6 actions but Breakout's minimal action set has 4") as err:
-        load_expert(wrong)
-    assert str(wrong) in _one_line(err)
-
-
-def test_own_format_errors(ppo_zip, tmp_path):
-    json_path = export_expert(ppo_zip[0], "pong_bad", out_dir=tmp_path)
-    pt = json_path.with_suffix(".pt")
-    meta = json.loads(json_path.read_text())
-
-    del meta["game"]
-    json_path.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"pong_bad\.json: missing metadata key 'game'") as err:
-        load_expert(json_path)
-    _one_line(err)
-
-    meta = json.loads(export_expert(ppo_zip[0], "pong_bad", out_dir=tmp_path).read_text())
-    json_path.write_text(json.dumps(dict(meta, observation_pipeline="ale_py.AtariVectorEnv default preprocessing")))
-    with pytest.raises(ValueError, match=r"pong_bad\.json: observation_pipeline .* re-export") as err:
-        load_expert(json_path)
-    _one_line(err)
-
-    export_expert(ppo_zip[0], "pong_bad", out_dir=tmp_path)
-    blob = bytearray(pt.read_bytes())
-    blob[len(blob) // 2] ^= 0xFF
-    pt.write_bytes(bytes(blob))
-    with pytest.raises(ValueError, match=r"pong_bad\.pt: sha256 mismatch") as err:
-        load_expert(json_path)
-    _one_line(err)
-
-    pt.unlink()
-    with pytest.raises(FileNotFoundError, match=r"pong_bad\.pt: weights file"):
-        load_expert(json_path)
-    with pytest.raises(ValueError, match="lower-case"):
-        export_expert(ppo_zip[0], "Bad Name", out_dir=tmp_path)
-
-
-def test_wrong_observations(ppo_zip, pong_obs):
-    expert = load_expert(ppo_zip[0])
-    bad = [pong_obs.transpose(0, 2, 3, 1), pong_obs[0], pong_obs.astype(np.float32), pong_obs[:, :3]]
-    for obs in bad:
-        with pytest.raises(ValueError, match=r"expected observations uint8 \[B, 4, 84, 84\].*got") as err:
-            expert.values(obs)
-        _one_line(err)
-    with pytest.raises(ValueError, match="got list"):
-        expert.features(pong_obs.tolist())
-
-
-def test_train_resume_and_a_changed_budget(tmp_path):
-    """`amn experts train` on real Pong: one PPO rollout (8 envs x 128 steps), then `--resume` to two.
-
-    A resume that changes ``--steps`` rescales the linear schedule from that step on; run.json
-    records when and from what, so an exported expert's budget is never misread.
-    """
-    from experts.train import train_expert
-
-    out = tmp_path / "pong-ppo"
-    assert train_expert("Pong", steps=1024, out=out).exists()
-    assert json.loads((out / "progress.json").read_text())["num_timesteps"] == 1024
-    with pytest.raises(FileExistsError, match="pass --resume"):
-        train_expert("Pong", steps=1024, out=out)
-    final = train_expert("Pong", steps=2048, out=out, resume=True)
-    assert final.exists() and load_expert(final, game="Pong").num_actions == 6
-    meta = json.loads((out / "run.json").read_text())
-    assert meta["steps"] == 2048 and meta["steps_changes"] == [dict(at=1024, before=1024, after=2048)]
-    assert json.loads((out / "progress.json").read_text())["num_timesteps"] == 2048
