@@ -197,6 +197,12 @@ def train_run(run: Run, on_progress) -> dict[str, Any] | None:
     return record
 
 
+def finished_record(run: Run) -> dict[str, Any]:
+    """A finished run's record; whether its seed is a tuning one is this study's say (another study may
+    share the run)."""
+    return json.loads((run.dir / RECORD_NAME).read_text()) | {"tuning": run.tuning}
+
+
 def train_all(runs: list[Run], progress: bool) -> list[dict[str, Any]] | None:
     """Every run's record, training those not done; None if a run was interrupted."""
     from tqdm import tqdm
@@ -212,8 +218,7 @@ def train_all(runs: list[Run], progress: bool) -> list[dict[str, Any]] | None:
     try:
         for i, run in enumerate(runs):
             if run.state == "done":
-                # Whether a seed is a tuning one is this study's say: another study may share the run.
-                records.append(json.loads((run.dir / RECORD_NAME).read_text()) | {"tuning": run.tuning})
+                records.append(finished_record(run))
                 tqdm.write(f"{run.name}: reused ({records[-1]['status']})", file=sys.stderr)
                 continue
             bar.set_postfix_str(run.name, refresh=True)
@@ -352,7 +357,7 @@ def _study(args: argparse.Namespace) -> int:
         runs = [r for r in runs if r.state == "done" and r.variant in variants]
         print(f"study {study.name}: report of the {len(runs)} finished runs; not finished: "
               f"{', '.join(missing) or 'none'}", file=sys.stderr)
-        records = [json.loads((r.dir / RECORD_NAME).read_text()) | {"tuning": r.tuning} for r in runs]
+        records = [finished_record(r) for r in runs]
         experts = expert_scores(study, runs[0].cfg, progress=not args.no_progress)
         print(write_report(study, variants, records, experts, runs[0].cfg, missing=missing))
         print(f"study {study.name}: report in {study.out}", file=sys.stderr)
