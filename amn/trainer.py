@@ -50,6 +50,7 @@ from amn.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_che
 from amn.collect import Collector, load_experts
 from amn.config import TrainConfig, save_config
 from amn.errors import NonFiniteLoss, UsageError  # noqa: F401  (NonFiniteLoss: amn.trainer.NonFiniteLoss, as before)
+from amn.heap import keep_freed_memory
 from amn.learner import Learner, build_student, make_loss
 from amn.precision import describe, resolve_precision
 from amn.replay import GameReplay
@@ -123,6 +124,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
         save_config(cfg, run_dir / "config.yaml")
         print(f"run dir: {run_dir}" + (f" ({ddp.world_size} processes)" if ddp.enabled else ""), file=sys.stderr)
         print(describe(cfg.precision, requested_precision, device), file=sys.stderr)
+    # Each update's multi-MB temporaries on reused memory, not fresh pages (amn/heap.py).
+    heap_line = keep_freed_memory()
+    if ddp.is_main:
+        print(heap_line, file=sys.stderr)
         if ckpt is not None:  # TensorBoard is purged back to the checkpoint's step below; so is the jsonl
             resuming.cut_evaluations(run_dir / "evaluations.jsonl", counters["agent_steps"])
 

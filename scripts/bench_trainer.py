@@ -1,7 +1,8 @@
 """Benchmark the student trainer for a config: the real loop end to end, its parts alone, its ceiling.
 
 1. The machine: CPU model, the flags that decide the kernels (AVX-512, AVX-512-BF16, AMX),
-   cores, torch build and threads, and the precision the config resolves to here.
+   cores, torch build and threads, the heap setting (``amn/heap.py``), and the precision the
+   config resolves to here.
 2. Components, each timed alone on warm replays with the trainer's own pieces
    (``Collector``, ``Learner``), in float32 and in bfloat16: the student acting, the
    environments stepping, the experts labelling (+ replay add; always float32), replay
@@ -139,6 +140,7 @@ PARTS = ("student acting", "environments", "expert labelling + replay add", "rep
 def main() -> None:
     import statistics
 
+    from amn.heap import keep_freed_memory
     from amn.precision import describe, resolve_precision
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,6 +153,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_config(args.config, args.set)
+    heap = keep_freed_memory()  # as the trainer sets it, also for the parts timed alone
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     chosen = resolve_precision(cfg.precision, torch.device("cpu"))
@@ -168,7 +171,7 @@ def main() -> None:
         torch.set_num_threads(cfg.torch_threads or peer_threads)
 
     cores = os.cpu_count() or 1
-    print(f"{cpu_description()}, {cores} cores; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"{cpu_description()}, {cores} cores; torch {torch.__version__}, {torch.get_num_threads()} thread(s); {heap}")
     print(f"config {args.config} ({', '.join(g.game for g in cfg.games)}; envs_per_game {cfg.envs_per_game}; "
           f"loss {cfg.loss}; overlap_update {cfg.overlap_update}); {describe(chosen, cfg.precision, torch.device('cpu'))}")
     print(f"{'component (timed alone, median of ' + str(args.repeats) + ')':<40}{'float32 ms':>12}{'bfloat16 ms':>13}"
