@@ -206,6 +206,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amn-update",
                               initializer=cores.update_thread_initializer(cfg.torch_threads)) if cfg.overlap_update else None
     actor = copy.deepcopy(student) if pool else student
+    # The weights' refresh after each update, tensor by tensor: 0.17 ms for the 4-game student on one
+    # core of the AMD EPYC, against 0.31 ms for load_state_dict, whose Python walks every key (and it
+    # is serial time: neither thread does anything else meanwhile).
+    mirror = list(zip([*actor.parameters(), *actor.buffers()], [*student.parameters(), *student.buffers()]))
     bar = tqdm(total=cfg.total_agent_steps, initial=counters["agent_steps"], unit="step", unit_scale=True,
                dynamic_ncols=True, disable=not progress or not ddp.is_main, desc=cfg.name, mininterval=1.0)
     signals = StopSignals()  # from here until the final checkpoint is written, a signal only sets a flag
@@ -225,7 +229,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
             finished = collector.step(actor, epsilon, rng)  # act, step the games, label, store
             if update is not None:
                 update.result()  # re-raises NonFiniteLoss from the update thread
-                actor.load_state_dict(student.state_dict())
+                with torch.no_grad():
+                    for mine, theirs in mirror:
+                        mine.copy_(theirs)
             elif batches:
                 learner.update_all(batches, step)
             counters["updates"] += len(batches)
