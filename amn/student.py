@@ -39,8 +39,11 @@ class Student(nn.Module):
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Penultimate activations ``[B, 512]`` (the h of feature regression)."""
-        # In the weights' dtype (float32 in training; float64 in the tests' exact comparisons).
-        x = obs.to(self.heads[0].weight.dtype).div_(255.0).contiguous(memory_format=torch.channels_last)
+        # float32 (float64 for float64 weights: the tests' exact comparisons). Also for bfloat16 weights
+        # (the trainer's actor, under autocast): autocast then rounds the float32 pixels as it does for
+        # float32 weights, so both give the same logits.
+        dtype = torch.float64 if self.heads[0].weight.dtype == torch.float64 else torch.float32
+        x = obs.to(dtype).div_(255.0).contiguous(memory_format=torch.channels_last)
         return self.trunk(x)
 
     def head(self, h: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:

@@ -218,14 +218,17 @@ def test_non_finite_loss_stops_with_step_and_game_and_keeps_checkpoint(tmp_path,
     assert hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest() == good
 
 
-def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path):
-    """The update thread changes timing only: the same student, optimiser state and counters."""
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path, precision):
+    """The update thread changes timing only: the same student, optimiser state and counters. In
+    bfloat16 the overlapped loop acts through a bfloat16 copy of the weights, the sequential one
+    through the float32 student under autocast (emulated where the CPU has no bfloat16 units)."""
     from amn.trainer import train
 
     ckpts = {}
     for overlap in (True, False):
         run = tmp_path / f"overlap-{overlap}"
-        cfg = tiny_config("total_agent_steps=600", f"overlap_update={str(overlap).lower()}")
+        cfg = tiny_config("total_agent_steps=600", f"overlap_update={str(overlap).lower()}", f"precision={precision}")
         train(cfg, run, progress=False, evaluate=False)
         ckpts[overlap] = torch.load(run / "checkpoint.pt", weights_only=True)
     threaded, sequential = ckpts[True], ckpts[False]
