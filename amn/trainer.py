@@ -154,7 +154,21 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     learner = Learner(cfg, student, projections, params, optimizer, loss_fn, local, collector.masks, stats,
                       precision=cfg.precision)
 
+    def minibatches(agent_steps: int) -> list[list[dict[str, torch.Tensor]]]:
+        """The minibatches of the updates due with the lockstep step from ``agent_steps``: one update
+        per train_every_per_game agent steps of each game, once every replay is warm."""
+        due = ((agent_steps + per_lockstep) // G) // cfg.train_every_per_game \
+            - (agent_steps // G) // cfg.train_every_per_game
+        if not all(len(r) >= cfg.learning_starts_per_game for r in replays):
+            due = 0
+        return [[r.sample(B, rng) for r in replays] for _ in range(due)]
+
+    # The next step's minibatches with the rng's state from before them, when drawn early (below).
+    early: list = []
+
     def checkpoint() -> None:
+        if early:  # the checkpoint holds the rng as the sequential loop has it here; they are drawn again
+            rng.bit_generator.state = early.pop()[1]
         # The unwrapped modules' state dicts (no DDP "module." prefix): loadable in either mode.
         # On a GPU their tensors are CUDA ones; load_checkpoint maps them to the CPU.
         payload = {
@@ -222,17 +236,18 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
         while counters["agent_steps"] < cfg.total_agent_steps:
             steps_per_game = counters["agent_steps"] // G
             epsilon = cfg.epsilon_at(steps_per_game)
-            # The updates due with this step: one per train_every_per_game agent steps of each game,
-            # once every replay is warm. Their minibatches are drawn now, before this step's states
+            # The updates due with this step. Their minibatches are drawn before this step's states
             # are stored, so the update may run while the games step.
             step = counters["agent_steps"] + per_lockstep
-            due = (step // G) // cfg.train_every_per_game - steps_per_game // cfg.train_every_per_game
-            if not all(len(r) >= cfg.learning_starts_per_game for r in replays):
-                due = 0
-            batches = [[r.sample(B, rng) for r in replays] for _ in range(due)]
+            batches = early.pop()[0] if early else minibatches(counters["agent_steps"])
             update = pool.submit(learner.update_all, batches, step) if pool and batches else None
             finished = collector.step(actor, epsilon, rng)  # act, step the games, label, store
             if update is not None:
+                # The next step's minibatches while the update runs, not after it (0.3-0.6 ms a step
+                # that neither thread would overlap): this step's states are stored, and this draw is
+                # the rng's next use in the sequential loop too.
+                before = rng.bit_generator.state
+                early.append((minibatches(step), before))
                 update.result()  # re-raises NonFiniteLoss from the update thread
                 with torch.no_grad():
                     for mine, theirs in mirror:

@@ -228,7 +228,9 @@ def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path, precision)
     ckpts = {}
     for overlap in (True, False):
         run = tmp_path / f"overlap-{overlap}"
-        cfg = tiny_config("total_agent_steps=600", f"overlap_update={str(overlap).lower()}", f"precision={precision}")
+        # 4 envs: an update at every lockstep step, so the last one also draws its successor's minibatches early
+        cfg = tiny_config("total_agent_steps=600", "envs_per_game=4", f"overlap_update={str(overlap).lower()}",
+                          f"precision={precision}")
         train(cfg, run, progress=False, evaluate=False)
         ckpts[overlap] = torch.load(run / "checkpoint.pt", weights_only=True)
     threaded, sequential = ckpts[True], ckpts[False]
@@ -236,6 +238,9 @@ def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path, precision)
     for name, tensor in sequential["student"].items():
         assert torch.equal(threaded["student"][name], tensor), name
     assert torch.equal(threaded["optimizer"]["state"][0]["exp_avg_sq"], sequential["optimizer"]["state"][0]["exp_avg_sq"])
+    # The overlapped loop draws the next step's minibatches early; its checkpoint has the rng from before them.
+    assert threaded["rng"]["numpy"] == sequential["rng"]["numpy"]
+    assert torch.equal(threaded["rng"]["torch"], sequential["rng"]["torch"])
     from amn.student import Student
 
     torch.manual_seed(cfg.seed)  # the trainer's initial student: the updates did move it
