@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import tempfile
@@ -95,9 +96,11 @@ def components(cfg, seconds: float, precision: str) -> dict[str, float]:
 
     batches = sample()
     updates_per_lockstep = cfg.envs_per_game / cfg.train_every_per_game
+    # As the trainer acts with overlap_update: through a copy of the weights, bfloat16 in bfloat16.
+    actor = copy.deepcopy(student).to(torch.bfloat16) if precision == "bfloat16" else student
     try:
         return {
-            "student acting": time_calls(lambda: collector.act(student, cfg.epsilon, rng), seconds),
+            "student acting": time_calls(lambda: collector.act(actor, cfg.epsilon, rng), seconds),
             "environments": time_calls(env_step, seconds),
             "expert labelling + replay add": time_calls(label, seconds),
             "replay sampling": updates_per_lockstep * time_calls(sample, seconds),
