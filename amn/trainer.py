@@ -243,9 +243,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
             update = pool.submit(learner.update_all, batches, step) if pool and batches else None
             finished = collector.step(actor, epsilon, rng)  # act, step the games, label, store
             if update is not None:
-                # The next step's minibatches while the update runs, not after it (0.3-0.6 ms a step
-                # that neither thread would overlap): this step's states are stored, and this draw is
-                # the rng's next use in the sequential loop too.
+                # The next step's minibatches while the update runs, not after it, when both threads
+                # would wait for them (0.3-0.6 ms a step): this step's states are stored, and this draw
+                # is the rng's next use in the sequential loop too.
                 before = rng.bit_generator.state
                 early.append((minibatches(step), before))
                 update.result()  # re-raises NonFiniteLoss from the update thread
