@@ -10,12 +10,15 @@ this way, 0.27 ms on reused memory (both measured in the update's backward); the
 went from 18.2-21.2 ms to 17.4 ms, and the four-game trainer's page faults fell 3.4x.
 
 Method: ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` (blocks below it come from the heap, where a
-freed block is reused; a fixed value also ends glibc's dynamic threshold),
-``mallopt(M_TRIM_THRESHOLD, 2 GiB - 1)`` (mallopt's int maximum: the heap is not shrunk until that much is free at its top) and ``mallopt(M_TOP_PAD, 64
-MiB)`` (it grows in large steps). The replay's arrays, far larger, are still mapped on their own.
+freed block is reused; a fixed value also ends glibc's dynamic threshold; 32 MiB is its 64-bit
+maximum), ``mallopt(M_TRIM_THRESHOLD, 2 GiB - 1)`` (mallopt's int maximum: the heap is not shrunk
+until that much is free at its top) and ``mallopt(M_TOP_PAD, 64 MiB)`` (it grows in large steps).
+The replay's arrays, far larger, are still mapped on their own.
 Cost: the process keeps the heap of its peak (its peak memory is unchanged).
-Domain: glibc (Linux). Elsewhere, or when the user has set glibc's malloc variables
-(``MALLOC_*_``, ``GLIBC_TUNABLES``), nothing is changed and the returned line says why.
+Domain: glibc (Linux). Elsewhere, or when the user has set any of these (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``, ``MALLOC_ARENA_MAX``, or ``glibc.malloc`` tunables in
+``GLIBC_TUNABLES``), nothing is changed and the returned line says why. The settings hold for the
+whole process from the call on (``amn train-student``, ``amn study``, a test calling ``train``).
 """
 
 from __future__ import annotations

@@ -179,17 +179,16 @@ class Learner:
         # The checks and the logged numbers are taken over all games' rows at once and read back in
         # one .tolist(): game by game they were ~25 small ops and 5 reads per game, 0.5 ms of the
         # update's 18.5 ms of CPU on the four-game default, and the update is the loop's bottleneck
-        # (docs/speed.md). The messages name the first game with a problem, as that loop did.
-        finite = torch.isfinite(logits) | ~self.batch_masks  # [G*B, 18]
-        if not bool(finite.all()):
-            g = self.games[int(finite.view(len(self.games), -1).all(1).logical_not().nonzero()[0])]
-            problem, failure = f"student logits are NaN/inf at agent step {step} in {names[g]}", {"game": names[g]}
-        for i, (g, batch) in enumerate(zip(self.games, batches)):
-            if problem is not None:
-                break
+        # (docs/speed.md). The problem reported is the first in game order, logits before loss.
+        finite = (torch.isfinite(logits) | ~self.batch_masks).view(len(self.games), -1).all(1)  # [G]
+        bad_logits = int(finite.logical_not().nonzero()[0]) if not bool(finite.all()) else len(self.games)
+        for i, (g, batch) in enumerate(zip(self.games[:bad_logits], batches)):
             rows = slice(i * B, (i + 1) * B)
             z, mask = logits[rows], self.batch_masks[rows]
             out = self.loss_fn(z, batch["target"], mask, batch.get("values"))
+            if tuple(out.loss.shape) != (B,):
+                raise UsageError(f"loss {cfg.loss}: returned shape {list(out.loss.shape)}, expected [{B}]: "
+                                 "one value per row of the batch (LossOutput.loss)")
             policy_losses.append(out.loss)
             if cfg.normaliser_diagnostics and "ill_conditioned_rows" not in out.diagnostics:
                 extra: dict[str, int] = {}
@@ -201,17 +200,20 @@ class Learner:
             if cfg.feature_regression:
                 fr = (projected[i] - batch["features"]).pow(2).sum(-1).mean()
                 feature_losses.append(fr)
-        if problem is None:
-            per_row = torch.stack(policy_losses)  # [G, B]
-            game_losses = per_row.mean(1)  # [G]
-            if not bool(torch.isfinite(game_losses).all()):
-                i = int(torch.isfinite(game_losses).logical_not().nonzero()[0])
-                g, bad = self.games[i], int((~torch.isfinite(per_row[i])).sum())
-                problem = (f"non-finite policy-regression loss ({game_losses[i].item()}) at agent step {step} "
-                           f"in {names[g]} (loss {cfg.loss}): {bad} of {B} rows non-finite")
-                failure = {"game": names[g], "rows": B, "nonfinite_rows": bad}
-            else:
-                self._log_batch_numbers(logits, batches, game_losses, feature_losses, per_game_norms)
+        per_row = torch.stack(policy_losses) if policy_losses else logits.new_zeros(0, B)  # [games checked, B]
+        game_losses = per_row.mean(1)
+        finite_loss = torch.isfinite(game_losses)
+        if not bool(finite_loss.all()):
+            i = int(finite_loss.logical_not().nonzero()[0])
+            g, bad = self.games[i], int((~torch.isfinite(per_row[i])).sum())
+            problem = (f"non-finite policy-regression loss ({game_losses[i].item()}) at agent step {step} "
+                       f"in {names[g]} (loss {cfg.loss}): {bad} of {B} rows non-finite")
+            failure = {"game": names[g], "rows": B, "nonfinite_rows": bad}
+        elif bad_logits < len(self.games):
+            g = self.games[bad_logits]
+            problem, failure = f"student logits are NaN/inf at agent step {step} in {names[g]}", {"game": names[g]}
+        else:
+            self._log_batch_numbers(logits, batches, game_losses, feature_losses, per_game_norms)
         # Distributed: every rank stops here together, before the backward's all-reduce would wait forever.
         if distributed.any_rank(problem is not None):
             raise NonFiniteLoss(problem or f"non-finite loss on another rank at agent step {step}", step=step,
@@ -241,9 +243,9 @@ class Learner:
         of the game's own policy-regression gradient. ``logits`` ``[G*B, 18]``, ``game_losses`` ``[G]``."""
         G, names = len(self.games), self.names
         with torch.no_grad():
-            target = torch.cat([b["target"] for b in batches]).to(logits.dtype)  # [G*B, 18]
+            target = torch.cat([b["target"] for b in batches])  # [G*B, 18], the replay's dtype
             masked = masked_logits(logits.detach(), self.batch_masks)
-            rows = torch.stack([entropy(torch.softmax(masked, -1)), entropy(target),
+            rows = torch.stack([entropy(torch.softmax(masked, -1)), entropy(target.to(logits.dtype)),
                                 (masked.argmax(-1) == target.argmax(-1)).to(logits.dtype)])  # [3, G*B]
             parts = [game_losses.detach()[None], rows.view(3, G, -1).mean(-1)]  # [1, G], [3, G]
             if feature_losses:

@@ -96,8 +96,8 @@ def components(cfg, seconds: float, precision: str) -> dict[str, float]:
 
     batches = sample()
     updates_per_lockstep = cfg.envs_per_game / cfg.train_every_per_game
-    # As the trainer acts with overlap_update: through a copy of the weights, bfloat16 in bfloat16.
-    actor = copy.deepcopy(student).to(torch.bfloat16) if precision == "bfloat16" else student
+    # As the trainer acts: with overlap_update through a copy of the weights, in bfloat16 a bfloat16 one.
+    actor = copy.deepcopy(student).to(torch.bfloat16) if precision == "bfloat16" and cfg.overlap_update else student
     try:
         return {
             "student acting": time_calls(lambda: collector.act(actor, cfg.epsilon, rng), seconds),

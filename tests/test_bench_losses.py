@@ -1,4 +1,4 @@
-"""scripts/bench_losses.py on a two-loss study: one row per loss, the reference at 1.0x, the CSV atomic."""
+"""scripts/bench_losses.py on a two-loss study of Pong (real ALE states, the shipped expert): a row per loss."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def test_bench_losses_times_every_variant_against_the_reference(tmp_path):
     study = tmp_path / "two.yaml"
-    study.write_text(f"name: two\nbase: {ROOT / 'configs/default.yaml'}\nset: {{games: [{{game: Pong, expert: pong}}], eval_every_agent_steps: 1000}}\n"
+    study.write_text(f"name: two\nbase: {ROOT / 'configs/default.yaml'}\n"
+                     "set: {games: [{game: Pong, expert: pong}], eval_every_agent_steps: 1000}\n"
                      "seeds: [0]\nreference: ce\nvariants:\n  ce: {loss: ce}\n  mse-logits: {loss: mse-logits}\n"
                      f"runs_dir: {tmp_path / 'runs'}\nout: {tmp_path / 'out'}\n")
     out = tmp_path / "update_ms.csv"

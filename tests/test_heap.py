@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from amn.heap import keep_freed_memory
+from amn.heap import USER_VARIABLES, keep_freed_memory
 
 # In a fresh process (glibc's thresholds start at 128 KiB), a 16 MiB tensor is its own mapping
 # (mallinfo2's hblkhd) and leaves the heap when freed; after keep_freed_memory it comes from the
@@ -24,7 +24,7 @@ libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
 line = None
 if sys.argv[1] == "keep":
-    from amn.heap import keep_freed_memory
+    from amn.heap import USER_VARIABLES, keep_freed_memory
     line = keep_freed_memory()
 import torch
 info = lambda: {k: getattr(libc.mallinfo2(), k) for k in ("arena", "hblkhd", "fordblks")}
@@ -40,6 +40,15 @@ MiB = 1 << 20
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the heap settings are glibc's (Linux)")
 
 
+def has_mallinfo2() -> bool:
+    import ctypes
+
+    try:
+        return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
+    except OSError:
+        return False
+
+
 def probe(mode: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env, check=True)
@@ -47,6 +56,7 @@ def probe(mode: str) -> dict:
 
 
 @glibc
+@pytest.mark.skipif(not has_mallinfo2(), reason="mallinfo2 needs glibc 2.33 or newer")
 def test_a_freed_block_stays_in_the_heap_for_reuse():
     default, kept = probe("default"), probe("keep")
     # glibc's default: its own mapping, returned on free (the next tensor faults in fresh pages)
@@ -60,7 +70,13 @@ def test_a_freed_block_stays_in_the_heap_for_reuse():
     assert kept["freed"]["fordblks"] >= 16 * MiB
 
 
+def clear_malloc_variables(monkeypatch) -> None:
+    for name in (*USER_VARIABLES, "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_user_settings_are_left_alone(monkeypatch):
+    clear_malloc_variables(monkeypatch)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     assert keep_freed_memory() == "heap: glibc's malloc left as set by MALLOC_ARENA_MAX"
     monkeypatch.delenv("MALLOC_ARENA_MAX")
@@ -69,6 +85,6 @@ def test_user_settings_are_left_alone(monkeypatch):
 
 
 def test_without_glibc_nothing_is_changed(monkeypatch):
-    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    clear_malloc_variables(monkeypatch)
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     assert keep_freed_memory().startswith("heap: left to the system allocator (not glibc")

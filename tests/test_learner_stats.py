@@ -10,7 +10,7 @@ import torch
 
 from amn.collect import action_mask
 from amn.config import GameConfig, TrainConfig
-from amn.errors import NonFiniteLoss
+from amn.errors import NonFiniteLoss, UsageError
 from amn.learner import Learner, build_student, make_loss
 from amn.losses import LossOutput
 from amn.student import FEATURE_DIM, entropy, masked_logits
@@ -21,9 +21,9 @@ GAMES = ("Pong", "Breakout", "SpaceInvaders")
 B = 5
 
 
-def setup(feature_regression: bool, loss_fn=None, per_game_heads: bool = False):
+def setup(feature_regression: bool, loss_fn=None, per_game_heads: bool = False, log_every: int = 0):
     cfg = TrainConfig(games=[GameConfig(g, "unused") for g in GAMES], batch_per_game=B, torch_threads=1,
-                      feature_regression=feature_regression, log_every_agent_steps=0,
+                      feature_regression=feature_regression, log_every_agent_steps=log_every,
                       per_game_heads=per_game_heads)
     student, projections, params, optimizer = build_student(cfg)
     masks = torch.stack([action_mask(minimal_action_set(g)) for g in GAMES])  # [G, 18]
@@ -43,7 +43,8 @@ def setup(feature_regression: bool, loss_fn=None, per_game_heads: bool = False):
 
 @pytest.mark.parametrize("feature_regression", [False, True])
 def test_per_game_numbers_equal_a_game_by_game_computation(feature_regression):
-    learner, student, projections, masks, batches, stats, loss_fn = setup(feature_regression)
+    # log_every 1: every update also logs each game's own gradient norm
+    learner, student, projections, masks, batches, stats, loss_fn = setup(feature_regression, log_every=1)
     before, before_proj = copy.deepcopy(student), copy.deepcopy(projections)  # the weights the update sees
     learner.update(batches, step=0)
     for g, (game, batch, mask) in enumerate(zip(GAMES, batches, masks)):
@@ -61,6 +62,11 @@ def test_per_game_numbers_equal_a_game_by_game_computation(feature_regression):
             if feature_regression:
                 expected["feature_regression_loss"] = float(
                     (before_proj[g](h) - batch["features"]).pow(2).sum(-1).mean())
+        with torch.enable_grad():  # the game's own policy-regression gradient over every parameter
+            z = before.head(before.features(batch["obs"]), torch.full((B,), g))
+            params = list(before.parameters()) + list(before_proj.parameters())
+            grads = torch.autograd.grad(loss_fn(z, batch["target"], rows).loss.mean(), params, allow_unused=True)
+            expected["mimic/grad_norm"] = float(torch.sqrt(sum(x.double().pow(2).sum() for x in grads if x is not None)))
         for tag, value in expected.items():
             assert stats.counts[f"{game}/{tag}"] == 1, tag
             assert stats.sums[f"{game}/{tag}"] == pytest.approx(value, rel=1e-5, abs=1e-6), (game, tag)
@@ -100,3 +106,29 @@ def test_a_non_finite_loss_names_its_game_and_rows():
                                             r"Breakout \(loss ce\): 2 of 5 rows non-finite") as info:
         learner.update(batches, step=3)
     assert info.value.game == "Breakout" and info.value.nonfinite_rows == 2 and info.value.rows == B
+
+
+def test_a_non_finite_loss_comes_before_a_later_games_non_finite_logits():
+    ce = make_loss(TrainConfig(games=[GameConfig("Pong", "unused")]))
+
+    def first_game_breaks(logits, target, mask, expert_values=None):
+        out = ce(logits, target, mask)
+        return LossOutput(loss=out.loss * float("nan"), diagnostics=out.diagnostics)
+
+    learner, student, _, _, batches, _, _ = setup(False, loss_fn=first_game_breaks, per_game_heads=True)
+    with torch.no_grad():
+        student.heads[1].bias[1] = float("inf")  # Breakout's logits too, after Pong in game order
+    with pytest.raises(NonFiniteLoss, match=r"non-finite policy-regression loss \(nan\) at agent step 2 in Pong "):
+        learner.update(batches, step=2)
+
+
+def test_a_loss_without_one_value_per_row_is_refused():
+    ce = make_loss(TrainConfig(games=[GameConfig("Pong", "unused")]))
+
+    def batch_mean(logits, target, mask, expert_values=None):
+        out = ce(logits, target, mask)
+        return LossOutput(loss=out.loss.mean(), diagnostics=out.diagnostics)
+
+    learner, _, _, _, batches, _, _ = setup(False, loss_fn=batch_mean)
+    with pytest.raises(UsageError, match=r"returned shape \[\], expected \[5\]: one value per row"):
+        learner.update(batches, step=0)

@@ -228,9 +228,10 @@ def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path, precision)
     ckpts = {}
     for overlap in (True, False):
         run = tmp_path / f"overlap-{overlap}"
-        # 4 envs: an update at every lockstep step, so the last one also draws its successor's minibatches early
+        # 4 envs: an update at every lockstep step, so every step draws its successor's minibatches early;
+        # the overlapped run also checkpoints at every step, which puts the rng back and draws them again.
         cfg = tiny_config("total_agent_steps=600", "envs_per_game=4", f"overlap_update={str(overlap).lower()}",
-                          f"precision={precision}")
+                          f"precision={precision}", f"checkpoint_minutes={1e-9 if overlap else 5}")
         train(cfg, run, progress=False, evaluate=False)
         ckpts[overlap] = torch.load(run / "checkpoint.pt", weights_only=True)
     threaded, sequential = ckpts[True], ckpts[False]
