@@ -15,7 +15,6 @@ the median over rounds (and the spread of the round medians). Prints the machine
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from amn.precision import resolve_precision
 from amn.replay import GameReplay
 from amn.student import FEATURE_DIM
 from amn.study_config import load_study
+from amn.study_report import write_csv
 from amn.tb import Scalars
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -101,13 +101,7 @@ def main() -> None:
                      if study.reference in rounds else ""})
         print(f"{v:<44}{med:>9.2f} ms  (rounds {lo:.2f}-{hi:.2f})  {rows[-1]['vs_ce']}x {study.reference}")
     if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.csv.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        tmp.replace(args.csv)  # atomic: a killed run leaves the old table
+        write_csv(args.csv, rows, list(rows[0]))  # atomic, as the study's tables: a killed run leaves the old one
 
 
 if __name__ == "__main__":
