@@ -41,9 +41,12 @@ from typing import Any
 from amn.config import TrainConfig
 from amn.errors import UsageError
 from amn.study_config import Study, load_study, run_slug
-from amn.study_report import DIAG_KEYS, MIMIC_KEYS, PERF_KEYS, atomic_write_text
+from amn.study_report import BATCH_KEYS, DIAG_KEYS, MIMIC_KEYS, PERF_KEYS, atomic_write_text
 
 RECORD_NAME = "study_rows.json"
+#: The per-game TensorBoard tags a record keeps (``<Game>/<key>``); a record read for fewer (an older
+#: amn's) is read again from the run's TensorBoard when it is reused (:func:`finished_record`).
+SERIES_KEYS = [*(f"loss_diag/{k}" for k in DIAG_KEYS), *(f"mimic/{k}" for k in MIMIC_KEYS), *BATCH_KEYS]
 #: The run's config as the study asked for it, written before training: train() resolves some
 #: values in place (precision auto -> what the machine runs), so config.yaml is not what to compare.
 REQUESTED_NAME = "study_config.json"
@@ -135,14 +138,13 @@ def _points(acc, tag: str) -> list[list[float]]:
 
 
 def read_series(run_dir: Path, games: list[str], acc=None) -> dict[str, dict[str, list[list[float]]]]:
-    """``{game: {"loss_diag/<key>" | "mimic/<key>": [[agent_step, value], ...]}}`` from ``<run>/tb``,
-    the known keys only (DIAG_KEYS, MIMIC_KEYS); a tag the run did not log is absent. ``acc``: the
-    run's loaded scalars, when the caller has them already."""
+    """``{game: {key: [[agent_step, value], ...]}}`` from ``<run>/tb`` for the keys of SERIES_KEYS
+    (``loss_diag/<key>``, ``mimic/<key>``, the BATCH_KEYS); a tag the run did not log is absent.
+    ``acc``: the run's loaded scalars, when the caller has them already."""
     acc = _scalars(run_dir) if acc is None else acc
     tags = set(acc.Tags()["scalars"])
-    return {game: {key: _points(acc, f"{game}/{key}")
-                   for key in [f"loss_diag/{k}" for k in DIAG_KEYS] + [f"mimic/{k}" for k in MIMIC_KEYS]
-                   if f"{game}/{key}" in tags} for game in games}
+    return {game: {key: _points(acc, f"{game}/{key}") for key in SERIES_KEYS if f"{game}/{key}" in tags}
+            for game in games}
 
 
 def read_perf(run_dir: Path, acc=None) -> dict[str, list[list[float]]]:
@@ -192,15 +194,22 @@ def train_run(run: Run, on_progress) -> dict[str, Any] | None:
                                                                for p in v] + [run.done_steps])
     record = {"variant": run.variant, "seed": run.seed, "tuning": run.tuning, "games": games, "status": status,
               "agent_steps": int(steps), "failure": failure, "config": requested,
-              "evaluations": evaluations, "series": series, "perf": perf}
+              "evaluations": evaluations, "series": series, "series_keys": SERIES_KEYS, "perf": perf}
     atomic_write_text(run.dir / RECORD_NAME, json.dumps(record))
     return record
 
 
 def finished_record(run: Run) -> dict[str, Any]:
     """A finished run's record; whether its seed is a tuning one is this study's say (another study may
-    share the run)."""
-    return json.loads((run.dir / RECORD_NAME).read_text()) | {"tuning": run.tuning}
+    share the run). A record written for other SERIES_KEYS (by an older amn) has its series read again
+    from the run's TensorBoard and is rewritten, so a diagnostic added since reaches the tables without
+    retraining; without the TensorBoard files it is used as it is (the new columns are NaN)."""
+    path = run.dir / RECORD_NAME
+    record = json.loads(path.read_text())
+    if record.get("series_keys") != SERIES_KEYS and (run.dir / "tb").is_dir():
+        record |= {"series": read_series(run.dir, record["games"]), "series_keys": SERIES_KEYS}
+        atomic_write_text(path, json.dumps(record))
+    return record | {"tuning": run.tuning}
 
 
 def train_all(runs: list[Run], progress: bool) -> list[dict[str, Any]] | None:

@@ -13,6 +13,9 @@ and a section of ``summary.md`` (:func:`variants_markdown`), one row per variant
 - ``iqm``, ``poi`` with their CIs: the aggregates of :func:`amn.study_report.aggregate_rows`;
 - ``agreement_heldout``, ``kl_heldout`` (KL(expert ‖ student)): the mean over games and seeds of the
   value logged nearest the run's final evaluation (NaN where none was logged);
+- ``entropy_ratio``: the student's entropy over its expert's soft target's on the training minibatches
+  (the learner's means over the log interval nearest the final evaluation), per game and seed, then
+  the mean over games and seeds: 1 as soft as the expert, below 1 sharper, above 1 flatter;
 - ``seed_spread``: the sample standard deviation (ddof 1) over seeds of each seed's mean aggregate
   score over games, NaN with one seed;
 - ``update_ms``: the median over its runs of each run's mean wall time per update (``perf/update_ms``).
@@ -38,7 +41,7 @@ from amn.study_report import NAN, Seeds, fmt_ms, normalisers, score_matrices, se
 #: Columns of variants.csv before the per-game ones, and after them.
 HEAD_COLUMNS = ["variant", "loss", "options", "proper", "seeds", "runs", "nonfinite_runs"]
 TAIL_COLUMNS = ["iqm", "iqm_lo", "iqm_hi", "reference", "poi", "poi_lo", "poi_hi", "agreement_heldout",
-                "kl_heldout", "seed_spread", "update_ms"]
+                "kl_heldout", "entropy_ratio", "seed_spread", "update_ms"]
 
 
 def variant_columns(games: list[str]) -> list[str]:
@@ -94,6 +97,8 @@ def variant_rows(finals: list[dict[str, Any]], aggregates: list[dict[str, Any]],
         row["reference"] = reference
         row["agreement_heldout"] = _mean([r["agreement_heldout"] for r in sel])
         row["kl_heldout"] = _mean([r["kl_heldout"] for r in sel])
+        row["entropy_ratio"] = _mean([r.get("student_entropy", NAN) / r["target_entropy"] for r in sel
+                                      if r.get("target_entropy", NAN) > 0])
         per_seed = [np.mean([r["aggregate_score"] for r in sel if r["seed"] == s and r["game"] in usable])
                     for s in mine if any(r["seed"] == s and r["game"] in usable for r in sel)]
         row["seed_spread"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else NAN
@@ -117,8 +122,8 @@ def variants_markdown(rows: list[dict[str, Any]], games: list[str], reference: s
     """summary.md's per-variant section: one line per row of :func:`variant_rows`."""
     lines = ["## Per variant (loss)", "",
              f"| variant | proper | seeds | {' | '.join(f'{g} % of expert' for g in games)} | IQM [95 % CI] "
-             f"| P(> `{reference}`) [95 % CI] | agreement (held out) | KL(expert ‖ student) | spread over seeds "
-             "| ms / update |", "|---|---|---|" + "---|" * len(games) + "---|---|---|---|---|---|"]
+             f"| P(> `{reference}`) [95 % CI] | agreement (held out) | KL(expert ‖ student) | entropy ÷ expert's "
+             "| spread over seeds | ms / update |", "|---|---|---|" + "---|" * len(games) + "---|---|---|---|---|---|---|"]
     for r in rows:
         pct = " | ".join(_num(r[f"pct_expert_{g}"], ".0f") + (" %" if not math.isnan(r[f"pct_expert_{g}"]) else "")
                          for g in games)
@@ -127,11 +132,13 @@ def variants_markdown(rows: list[dict[str, Any]], games: list[str], reference: s
             "—" if math.isnan(r["poi"]) else f"{r['poi']:.2f} [{r['poi_lo']:.2f}, {r['poi_hi']:.2f}]")
         lines.append(f"| `{r['variant']}` | {'yes' if r['proper'] else 'no'} | {r['runs']} ({r['seeds']}) | {pct} "
                      f"| {iqm} | {poi} | {_num(r['agreement_heldout'])} | {_num(r['kl_heldout'], '.3f')} "
-                     f"| {_num(r['seed_spread'])} | {fmt_ms(r['update_ms'])} |")
+                     f"| {_num(r['entropy_ratio'])} | {_num(r['seed_spread'])} | {fmt_ms(r['update_ms'])} |")
     lines += ["", "% of expert: mean over the variant's seeds of the expert-normalised final score (a run that went "
               "non-finite counts as random). proper: the loss class's `proper` (its expected loss is minimised by "
               "the expert's policy). Agreement and KL: mean over games and seeds of the held-out value logged nearest "
-              "the final evaluation. Spread: sample std over seeds of each seed's mean score over games. "
+              "the final evaluation. Entropy ÷ expert's: the student's entropy over its soft target's on the training "
+              "minibatches near the end (1 as soft as the expert, < 1 sharper, > 1 flatter), mean over games and "
+              "seeds. Spread: sample std over seeds of each seed's mean score over games. "
               "ms / update: median over the variant's runs of each run's mean update wall time."]
     lines += ["", f"Distance above random as a share of `{reference}`'s, per game: (mean score − random) / "
               f"(`{reference}`'s mean score − random), means over each variant's seeds; — where `{reference}` is not above "

@@ -38,16 +38,20 @@ DIAG_KEYS = ("rows", "ill_conditioned_rows", "fallback_rows", "dropped_rows", "n
 #: Mimicry diagnostics, ``<Game>/mimic/<key>``: values at log points (NaN where a run did not log them).
 MIMIC_KEYS = ("agreement_train", "agreement_heldout", "kl_heldout", "kl_cc_mean_heldout", "logit_spread",
               "dead_relu_share", "grad_norm")
+#: The training minibatches' policies, ``<Game>/<key>``: the learner's per-game means over each log interval
+#: (nats; the target is the expert's soft target as the replay stores it). Their ratio says whether the
+#: student is as soft as its expert (1), sharper (< 1) or flatter (> 1) on the states it visits.
+BATCH_KEYS = ("student_entropy", "target_entropy")
 #: Run-wide timings, ``perf/<key>``: ``update_ms`` is the learner's wall time per update (ms), averaged
 #: per log interval (amn/learner.py).
 PERF_KEYS = ("update_ms",)
 CURVE_COLUMNS = ["variant", "game", "seed", "tuning", "agent_steps", "frames", "return_mean", "return_std",
-                 "episodes", *DIAG_KEYS, *MIMIC_KEYS, "status"]
+                 "episodes", *DIAG_KEYS, *MIMIC_KEYS, *BATCH_KEYS, "status"]
 FINAL_COLUMNS = ["variant", "game", "seed", "agent_steps", "return_mean", "expert_mean", "random_mean",
                  "nonfinite_rows", "fallback_rows", "status", "agreement_heldout", "kl_heldout", "return_std",
                  "episodes", "expert_std", "expert_normalised", "aggregate_score", "rows", "ill_conditioned_rows",
                  "dropped_rows", *[k for k in MIMIC_KEYS if k not in ("agreement_heldout", "kl_heldout")],
-                 "update_ms"]
+                 "update_ms", *BATCH_KEYS]
 AGGREGATE_COLUMNS = ["variant", "runs", "games", "nonfinite_runs", "iqm", "iqm_lo", "iqm_hi", "reference",
                      "poi", "poi_lo", "poi_hi", "update_ms"]
 #: Reported seeds: one list for every variant, or each variant's own (``Study.seeds_of``).
@@ -128,6 +132,7 @@ def curve_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                          "return_mean": float(point["return_mean"]), "return_std": float(point["return_std"]),
                          "episodes": int(point["episodes"]), **diag,
                          **{k: nearest(series.get(f"mimic/{k}", []), step) for k in MIMIC_KEYS},
+                         **{k: nearest(series.get(k, []), step) for k in BATCH_KEYS},
                          "status": record["status"] if last else "ok"})
             previous = step
     return rows
@@ -170,7 +175,7 @@ def final_rows(records: list[dict[str, Any]], experts: dict[str, list[float]]) -
                 normalised = (last["return_mean"] - random_mean) / (usable[game][1] - random_mean)
             nonfinite = record["status"] == "nonfinite"
             out.append({**{k: last[k] for k in ("variant", "game", "seed", "agent_steps", "return_mean", "return_std",
-                                                "episodes", "status", *MIMIC_KEYS)},
+                                                "episodes", "status", *MIMIC_KEYS, *BATCH_KEYS)},
                         **{k: sum(r[k] for r in sel) for k in DIAG_KEYS},
                         "tuning": record["tuning"], "expert_mean": float(np.mean(experts[game])),
                         "expert_std": float(np.std(experts[game])), "random_mean": random_mean,

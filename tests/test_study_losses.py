@@ -166,6 +166,53 @@ def test_update_ms_flows_from_a_tensorboard_scalar_into_the_tables(tmp_path):
     assert read_perf(tmp_path / "bare") == {}
 
 
+def test_entropy_ratio_is_the_student_s_entropy_over_its_target_s_per_game_and_seed_then_the_mean():
+    def with_entropies(rec: dict, student: float, target: float) -> dict:
+        for series in rec["series"].values():  # logged at 200 and 400; the final evaluation is at 400
+            series |= {"student_entropy": [[200, 9.0], [400, student]], "target_entropy": [[200, 9.0], [400, target]]}
+        return rec
+
+    records = [with_entropies(record("ce", 0, {"Pong": 0.0, "Breakout": 5.0}), 0.5, 1.0),
+               with_entropies(record("ce", 1, {"Pong": 0.0, "Breakout": 5.0}), 0.9, 0.6),
+               record("cos", 0, {"Pong": 0.0, "Breakout": 5.0})]  # an older run: no entropies logged
+    finals = final_rows(records, EXPERTS)
+    assert [(r["student_entropy"], r["target_entropy"]) for r in finals[:4]] == [(0.5, 1.0)] * 2 + [(0.9, 0.6)] * 2
+    table = {r["variant"]: r for r in study_losses.variant_rows(
+        finals, [], ["ce", "cos"], {"ce": [0, 1], "cos": [0]}, {"ce": ("ce", {}), "cos": ("cos", {})}, EXPERTS, "ce")}
+    assert table["ce"]["entropy_ratio"] == pytest.approx((0.5 / 1.0 + 0.9 / 0.6) / 2)  # not 1.4 / 1.6
+    assert math.isnan(table["cos"]["entropy_ratio"])
+    assert "entropy ÷ expert's" in "\n".join(study_losses.variants_markdown(list(table.values()), list(EXPERTS), "ce"))
+
+
+def test_a_reused_record_of_an_older_amn_gets_the_series_added_since_from_its_tensorboard(tmp_path):
+    import json
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from amn.config import TrainConfig
+    from amn.study import RECORD_NAME, SERIES_KEYS, Run, finished_record
+
+    run = Run("ce", 0, False, TrainConfig(), tmp_path / "ce-seed0", state="done")
+    writer = SummaryWriter(str(run.dir / "tb"))
+    for step, h in ((2000, 1.25), (4000, 0.75)):  # float32-exact: TensorBoard keeps float32
+        writer.add_scalar("Pong/student_entropy", h, step)
+        writer.add_scalar("Pong/mimic/kl_heldout", 0.125, step)
+    writer.close()
+    old = record("ce", 0, {"Pong": 3.0})  # written before student_entropy was kept: no series_keys
+    (run.dir / RECORD_NAME).write_text(json.dumps(old))
+    got = finished_record(run)
+    assert got["series"]["Pong"] == {"mimic/kl_heldout": [[2000, 0.125], [4000, 0.125]],
+                                     "student_entropy": [[2000, 1.25], [4000, 0.75]]}
+    assert got["evaluations"] == old["evaluations"] and got["series_keys"] == SERIES_KEYS
+    assert json.loads((run.dir / RECORD_NAME).read_text())["series_keys"] == SERIES_KEYS  # rewritten once
+    (run.dir / "tb" / next(iter(p.name for p in (run.dir / "tb").iterdir()))).unlink()
+    assert finished_record(run)["series"] == got["series"]  # read from the record now, not the TensorBoard
+    bare = Run("ce", 1, False, TrainConfig(), tmp_path / "ce-seed1", state="done")
+    bare.dir.mkdir()
+    (bare.dir / RECORD_NAME).write_text(json.dumps(record("ce", 1, {"Pong": 3.0})))
+    assert finished_record(bare)["series"] == record("ce", 1, {"Pong": 3.0})["series"]  # no TensorBoard: as it is
+
+
 def test_share_of_the_reference_s_distance_above_random_per_game():
     # Pong: random −20.7; ce seeds 10.0 and 0.0 (mean 5.0), cos 18.0 and −20.7 (mean −1.35)
     recs = [record("ce", 0, {"Pong": 10.0}), record("ce", 1, {"Pong": 0.0}),
