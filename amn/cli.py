@@ -9,6 +9,7 @@ file only routes: ``amn experts ...`` lives in ``experts/cli.py``,
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from amn.errors import UsageError
@@ -33,7 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def take_back_sigint() -> None:
+    """Make Ctrl-C / ``kill -INT`` stop amn wherever it is, also when it inherited SIGINT ignored.
+
+    A non-interactive shell starts a background job (``amn study ... &``) with SIGINT ignored, and
+    Python then raises no KeyboardInterrupt. Training catches SIGINT on its own (amn.trainer.StopSignals),
+    so without this such a job stopped on SIGINT in training but not during setup or between a
+    study's runs. Stopping is always safe: training checkpoints, and every other write is atomic."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    take_back_sigint()
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)

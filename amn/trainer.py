@@ -66,18 +66,11 @@ class StopSignals:
     (and checkpoint a diverged student), one landing in the final checkpoint would skip it, and,
     distributed, one rank raising would leave the others waiting in a collective. The training
     loop reads the flag at the end of each lockstep step instead (every rank at the same step).
-
-    A signal this process inherited as ignored stays ignored: a shell starts a background job
-    (``amn study ... &``, ``nohup``) with SIGINT ignored, so that Ctrl-C at the terminal spares it,
-    and Python then raises no KeyboardInterrupt anywhere else in the program. Catching it only
-    inside the training loop would make Ctrl-C stop such a job during training but not during setup
-    or between a study's runs. Stop background jobs with SIGTERM.
     """
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = {s: signal.signal(s, self._request) for s in (signal.SIGINT, signal.SIGTERM)
-                          if signal.getsignal(s) is not signal.SIG_IGN}
+        self._previous = {s: signal.signal(s, self._request) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _request(self, signum: int, frame: Any) -> None:
         self.requested = True
