@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from amn.study_report import NAN, Seeds, fmt_ms, normalisers, score_matrices, seeded_global_rng, seeds_of
+from amn.study_report import NAN, Seeds, fmt_ms, fmt_pct, normalisers, score_matrices, seeded_global_rng, seeds_of
 
 #: Columns of variants.csv before the per-game ones, and after them.
 HEAD_COLUMNS = ["variant", "loss", "options", "proper", "seeds", "runs", "nonfinite_runs"]
@@ -124,8 +124,7 @@ def variants_markdown(rows: list[dict[str, Any]], games: list[str], reference: s
              f"| P(> `{reference}`) [95 % CI] | agreement (held out) | KL(expert ‖ student) | entropy ÷ expert's "
              "| spread over seeds | ms / update |", "|---|---|---|" + "---|" * len(games) + "---|---|---|---|---|---|---|"]
     for r in rows:
-        pct = " | ".join(_num(r[f"pct_expert_{g}"], ".0f") + (" %" if not math.isnan(r[f"pct_expert_{g}"]) else "")
-                         for g in games)
+        pct = " | ".join(fmt_pct(r[f"pct_expert_{g}"]) for g in games)
         iqm = "—" if math.isnan(r["iqm"]) else f"{r['iqm']:.2f} [{r['iqm_lo']:.2f}, {r['iqm_hi']:.2f}]"
         poi = "(reference)" if r["variant"] == reference else (
             "—" if math.isnan(r["poi"]) else f"{r['poi']:.2f} [{r['poi_lo']:.2f}, {r['poi_hi']:.2f}]")

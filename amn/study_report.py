@@ -241,6 +241,11 @@ def _ret(values: list[float]) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values):.1f}{each}"
 
 
+def fmt_pct(pct: float) -> str:
+    """A % of expert for a table: ``95 %``, ``0 %`` for a mean just below random (not ``-0 %``), or ``—``."""
+    return "—" if math.isnan(pct) else f"{round(pct)} %"
+
+
 def fmt_ms(ms: float) -> str:
     """Milliseconds per update for a table: ``12.3``, or ``—`` when not logged."""
     return "—" if math.isnan(ms) else f"{ms:.1f}"
@@ -265,7 +270,7 @@ def per_game_table(finals: list[dict[str, Any]], variants: list[str], games: lis
             pct = 100 * (mean - random_mean) / (expert - random_mean)
             rows = sum(r["rows"] for r in sel)
             lines.append(f"| `{v}` | {game} | {len(ok)}/{len(sel)} | {_ret([r['return_mean'] for r in ok])} "
-                         f"| {'—' if math.isnan(pct) else f'{pct:.0f} %'} | {'; '.join(bad + capped) or '—'} "
+                         f"| {fmt_pct(pct)} | {'; '.join(bad + capped) or '—'} "
                          f"| {_share(sum(r['nonfinite_rows'] for r in sel), rows)} "
                          f"| {_share(sum(r['fallback_rows'] for r in sel), rows)} |")
     return lines
@@ -337,7 +342,7 @@ def summary_markdown(*, title: str, protocol: list[str], finals: list[dict[str, 
             pct = 100 * (r["return_mean"] - r["random_mean"]) / (r["expert_mean"] - r["random_mean"])
             ret = "—" if math.isnan(r["return_mean"]) else f"{r['return_mean']:.1f}"
             lines.append(f"| `{r['variant']}` | {r['game']} | {r['seed']} | {ret} "
-                         f"| {'—' if math.isnan(pct) else f'{pct:.0f} %'} | {r['status']} at {r['agent_steps']:,} |")
+                         f"| {fmt_pct(pct)} | {r['status']} at {r['agent_steps']:,} |")
     lines += [*([""] if extra else []), *extra]
     if figures:
         lines += ["", *[f"![{Path(f).stem}]({f})" for f in figures]]

@@ -16,7 +16,7 @@ import yaml
 from amn.cli import main
 from amn.errors import UsageError
 from amn.study_config import load_study
-from amn.study_report import aggregate, aggregate_rows, curve_rows, final_rows, normalisers
+from amn.study_report import aggregate, aggregate_rows, curve_rows, final_rows, fmt_pct, normalisers
 
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for a loaded 2-core machine; learning starts early so updates (and naive CC's failure) happen.
@@ -137,6 +137,13 @@ def record(variant: str, seed: int, *, returns: dict[str, float], failure: dict 
     return {"variant": variant, "seed": seed, "tuning": False, "games": list(returns),
             "status": "nonfinite" if failure else "ok", "agent_steps": failure["step"] if failure else 600,
             "failure": failure, "config": {}, "evaluations": evaluations, "series": series}
+
+
+@pytest.mark.parametrize("pct, text", [(95.4, "95 %"), (-0.4, "0 %"), (-0.6, "-1 %"), (0.0, "0 %"),
+                                       (float("nan"), "—")])
+def test_percent_of_expert_is_rounded_without_a_negative_zero(pct, text):
+    # A mean just below random (noel-m's Pong: -20.8 against random's -20.7) read "-0 %".
+    assert fmt_pct(pct) == text
 
 
 def test_curves_sum_diagnostics_per_interval_and_record_the_failing_batch():
