@@ -266,6 +266,11 @@ def test_losses_yaml_lists_every_registered_loss_once_with_its_default_or_stated
     assert sorted(c.loss for c in cfgs.values()) == sorted(LOSSES) and len(LOSSES) == 15
     assert study.reference == "ce" and study.tuning_seeds == [] and study.seeds == [0, 1]
     assert study.seeds_of("ce") == [0, 1, 2] and study.expert_episodes == 10
+    # the seeds: >= 2 for every loss, 3 for ce and the three best (round two, chosen in the yaml)
+    three = [v for v in study.variants if study.seeds_of(v) == [0, 1, 2]]
+    assert sorted(three) == sorted(["ce", "cc(normaliser=guarded,logit_scale=auto)", "ce-brier(lam=1)",
+                                    "squentropy-soft"])
+    assert all(study.seeds_of(v) == [0, 1] for v in study.variants if v not in three)
     assert study.runs_dir == REPO / "runs" / "studies" / "losses"
     assert [g.game for g in cfgs["ce"].games] == ["Pong", "Breakout", "SpaceInvaders", "Atlantis"]
     assert (cfgs["ce"].total_agent_steps, cfgs["ce"].eval_every_agent_steps, cfgs["ce"].eval_episodes) == \
