@@ -24,7 +24,8 @@ Figures (reported seeds, the games with a usable normaliser): ``profile.png``, r
 profile (score distribution over runs × games, Agarwal et al. 2021), and ``game_bars.png``, per game
 the mean over seeds with a 95 % stratified-bootstrap CI over that variant's seeds (rliable, the game
 the one stratum). With two seeds that CI is coarse (a resample is one of three means); it shows how
-far apart the seeds are, not a tight interval.
+far apart the seeds are, not a tight interval. ``sharpness.png``: each variant's IQM (95 % CI) against
+its student's entropy ÷ its expert's, proper losses apart: do sharper or flatter students play better?
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ def write_variant_outputs(out: Path, finals: list[dict[str, Any]], aggregates: l
                           variants: list[str], seeds: Seeds, losses: dict[str, tuple[str, dict[str, Any]]],
                           experts: dict[str, list[float]], reference: str, reps: int,
                           colours: dict[str, Any]) -> tuple[list[str], list[Path]]:
-    """Write ``variants.csv``, ``profile.png`` and ``game_bars.png`` under ``out``; return summary.md's
-    section (Markdown lines) and the figures written (none without a usable game)."""
+    """Write ``variants.csv``, ``profile.png``, ``game_bars.png`` and ``sharpness.png`` under ``out``;
+    return summary.md's section (Markdown lines) and the figures written (none without a usable game)."""
     from amn import study_plots
     from amn.study_report import write_csv
 
@@ -193,4 +194,6 @@ def write_variant_outputs(out: Path, finals: list[dict[str, Any]], aggregates: l
         figures.append(study_plots.plot_profile(*performance_profile(scores, reps), colours, out / "profile.png"))
         figures.append(study_plots.plot_game_bars(shown, per_game_intervals(scores, reps), colours,
                                                   out / "game_bars.png"))
+    sharpness = study_plots.plot_sharpness(rows, colours, reference, out / "sharpness.png")
+    figures += [sharpness] if sharpness is not None else []
     return variants_markdown(rows, games, reference), figures

@@ -201,3 +201,40 @@ def plot_game_bars(games: list[str], intervals: dict[str, tuple[np.ndarray, np.n
            title="% of expert per game: mean over seeds, 95 % stratified-bootstrap CI over seeds")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return _save(fig, path)
+
+
+def plot_sharpness(rows: list[dict[str, Any]], colours: dict[str, Colour], reference: str, path: Path) -> Path | None:
+    """Does a sharper or flatter student play better? Per variant, the IQM of expert-normalised scores
+    (95 % CI whisker) against its student's entropy ÷ its expert's (1 = as soft as the expert, < 1
+    sharper); circles for proper losses, triangles for the others. Variants at the same point share
+    one label (parabolic, circle and cos all collapse onto one action).
+
+    :param rows: :func:`amn.study_losses.variant_rows`; a row without an IQM or an entropy ratio is
+        left out. None when no row has both.
+    """
+    shown = [r for r in rows if not (math.isnan(r["iqm"]) or math.isnan(r["entropy_ratio"]))]
+    if not shown:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 6))
+    labels: dict[tuple[float, float], list[str]] = {}
+    for r in shown:
+        x, y = r["entropy_ratio"], r["iqm"]
+        err = [[max(0.0, y - r["iqm_lo"])], [max(0.0, r["iqm_hi"] - y)]]
+        ax.errorbar([x], [y], yerr=err, fmt="none", capsize=3, color=colours[r["variant"]])
+        ax.plot([x], [y], "o" if r["proper"] else "^", ms=8, color=colours[r["variant"]], label=r["variant"])
+        labels.setdefault((round(x, 2), round(y, 2)), []).append(r["variant"])
+    for (x, y), names in labels.items():
+        ax.annotate(", ".join(names), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=7)
+    # The legend explains the marks; the points carry their names (their lines' labels, for the colours).
+    keys = [ax.axvline(1.0, color="k", ls="--", lw=1, label="as soft as the expert")]
+    ref = next((r for r in shown if r["variant"] == reference), None)
+    if ref is not None:
+        keys.append(ax.axhline(ref["iqm"], color="0.5", ls=":", lw=1, label=f"{reference}'s IQM"))
+    keys += [ax.plot([], [], "o", color="0.3", label="proper loss")[0],
+             ax.plot([], [], "^", color="0.3", label="not proper")[0]]
+    ax.set(xlabel="student entropy ÷ expert's (training minibatches, end of run; < 1 sharper)",
+           ylabel="IQM of expert-normalised scores (95 % CI)",
+           title="sharper or flatter students: do they play better?")
+    ax.legend(handles=keys, fontsize=8, loc="lower right")
+    return _save(fig, path)

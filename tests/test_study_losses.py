@@ -93,12 +93,13 @@ def test_variant_names_with_options_make_safe_run_directory_names(tmp_path):
 
 
 def record(variant: str, seed: int, returns: dict[str, float], *, update_ms: list[float] = (),
-           diag_rows: bool = True, failure: dict | None = None) -> dict:
+           diag_rows: bool = True, failure: dict | None = None, entropies: bool = True) -> dict:
     """A hand-made run record: one evaluation at 400 agent steps per game, held-out numbers at 400."""
     evaluations = [] if failure else [{"agent_steps": 400, "game": g, "return_mean": r, "return_std": 0.0,
                                        "episodes": 1, "returns": [r]} for g, r in returns.items()]
     series = {g: {**({"loss_diag/rows": [[200, 16.0], [400, 16.0]]} if diag_rows else {}),
-                  "mimic/agreement_heldout": [[400, 0.5 + 0.1 * seed]], "mimic/kl_heldout": [[400, 1.0 + seed]]}
+                  "mimic/agreement_heldout": [[400, 0.5 + 0.1 * seed]], "mimic/kl_heldout": [[400, 1.0 + seed]],
+                  **({"student_entropy": [[400, 0.8 + 0.1 * seed]], "target_entropy": [[400, 1.0]]} if entropies else {})}
               for g in returns}
     perf = {"update_ms": [[200 * (i + 1), ms] for i, ms in enumerate(update_ms)]} if update_ms else {}
     return {"variant": variant, "seed": seed, "tuning": False, "games": list(returns),
@@ -174,7 +175,7 @@ def test_entropy_ratio_is_the_student_s_entropy_over_its_target_s_per_game_and_s
 
     records = [with_entropies(record("ce", 0, {"Pong": 0.0, "Breakout": 5.0}), 0.5, 1.0),
                with_entropies(record("ce", 1, {"Pong": 0.0, "Breakout": 5.0}), 0.9, 0.6),
-               record("cos", 0, {"Pong": 0.0, "Breakout": 5.0})]  # an older run: no entropies logged
+               record("cos", 0, {"Pong": 0.0, "Breakout": 5.0}, entropies=False)]  # an older run: none logged
     finals = final_rows(records, EXPERTS)
     assert [(r["student_entropy"], r["target_entropy"]) for r in finals[:4]] == [(0.5, 1.0)] * 2 + [(0.9, 0.6)] * 2
     table = {r["variant"]: r for r in study_losses.variant_rows(
@@ -271,7 +272,7 @@ def test_losses_yaml_lists_every_registered_loss_once_with_its_default_or_stated
     assert sorted(three) == sorted(["ce", "cc(normaliser=guarded,logit_scale=auto)", "ce-brier(lam=1)",
                                     "squentropy-soft"])
     assert all(study.seeds_of(v) == [0, 1] for v in study.variants if v not in three)
-    assert study.runs_dir == REPO / "runs" / "studies" / "losses"
+    assert study.runs_dir == (REPO / "runs" / "studies" / "losses").resolve()  # Study resolves it (a link too)
     assert [g.game for g in cfgs["ce"].games] == ["Pong", "Breakout", "SpaceInvaders", "Atlantis"]
     assert (cfgs["ce"].total_agent_steps, cfgs["ce"].eval_every_agent_steps, cfgs["ce"].eval_episodes) == \
         (240_000, 60_000, 4)
@@ -334,15 +335,15 @@ def test_every_figure_draws_a_variant_in_the_same_colour_and_the_pngs_decode(tmp
     agg = aggregate_rows(finals, variants, SEEDS, EXPERTS, "ce", 200)
     section, written = study_losses.write_variant_outputs(
         tmp_path, finals, agg, variants, SEEDS, {v: (v, {}) for v in variants}, EXPERTS, "ce", 200, colours)
-    assert [p.name for p in written] == ["profile.png", "game_bars.png"] and section[0] == "## Per variant (loss)"
-    assert len(figures) == 5
+    assert [p.name for p in written] == ["profile.png", "game_bars.png", "sharpness.png"]
+    assert section[0] == "## Per variant (loss)" and len(figures) == 6
     for fig in figures:
         drawn = _variant_colours_drawn(fig, variants)
         assert drawn, fig
         for v, seen in drawn.items():
             assert seen == {colours[v]}, (v, seen)
     assert set(_variant_colours_drawn(figures[1], variants)) == {"ce", "cos"}  # noel-m has nothing to draw there
-    for name in ("returns", "normaliser", "mimicry", "profile", "game_bars"):
+    for name in ("returns", "normaliser", "mimicry", "profile", "game_bars", "sharpness"):
         image = mpimg.imread(tmp_path / f"{name}.png")
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
     assert (tmp_path / "variants.csv").read_text().splitlines()[0].split(",") == \
@@ -373,7 +374,7 @@ def test_the_report_step_writes_the_variant_table_and_figures_with_per_variant_s
     assert list(agg[0]) == AGGREGATE_COLUMNS and [a["runs"] for a in agg] == ["3", "2", "2"]
     with (out / "final.csv").open() as f:
         assert next(csv.reader(f)) == FINAL_COLUMNS
-    for name in ("profile.png", "game_bars.png", "returns.png"):
+    for name in ("profile.png", "game_bars.png", "sharpness.png", "returns.png"):
         assert mpimg.imread(out / name).size > 0 and f"]({name})" in text
     assert "seeds [0, 1] (`ce`: 3 seeds [0, 1, 2]; `cos`: 2 seeds [1, 5])" in text
     assert "## Per variant (loss)" in text and "| ms / update |" in text
@@ -402,3 +403,28 @@ def test_probability_of_improvement_with_unequal_runs_by_hand():
     assert out["x"]["poi"] == pytest.approx(4 / 6)
     # with 2 or 3 runs a quarter of them rounds down to none: the IQM is the plain mean
     assert out["ref"]["iqm"] == pytest.approx(1.3 / 3) and out["x"]["iqm"] == pytest.approx(0.5)
+
+
+def test_sharpness_plot_puts_each_loss_at_its_entropy_ratio_and_iqm_and_shares_a_label_at_one_point(tmp_path):
+    import matplotlib.image as mpimg
+
+    def row(v: str, ratio: float, iqm: float, proper: bool) -> dict:
+        return {"variant": v, "entropy_ratio": ratio, "iqm": iqm, "iqm_lo": iqm - 0.1, "iqm_hi": iqm + 0.1,
+                "proper": proper}
+
+    rows = [row("ce", 1.02, 0.8, True), row("squentropy", 0.6, 0.5, False), row("circle", 0.0, -0.01, False),
+            row("cos", 0.0, -0.01, False), row("noel-m", float("nan"), 0.2, False)]  # no entropy logged: left out
+    colours = study_plots.variant_colours([r["variant"] for r in rows])
+    figures, real_save = [], study_plots._save
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(study_plots, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1])
+        assert study_plots.plot_sharpness(rows, colours, "ce", tmp_path / "sharpness.png") == tmp_path / "sharpness.png"
+    ax = figures[0].axes[0]
+    points = {line.get_label(): (line.get_xdata()[0], line.get_ydata()[0], line.get_marker())
+              for line in ax.get_lines() if line.get_label() in colours}
+    assert points == {"ce": (1.02, 0.8, "o"), "squentropy": (0.6, 0.5, "^"), "circle": (0.0, -0.01, "^"),
+                      "cos": (0.0, -0.01, "^")}
+    assert sorted(t.get_text() for t in ax.texts) == ["ce", "circle, cos", "squentropy"]
+    assert mpimg.imread(tmp_path / "sharpness.png").shape[0] > 100
+    assert study_plots.plot_sharpness(rows[-1:], colours, "ce", tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
