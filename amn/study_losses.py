@@ -98,7 +98,8 @@ def variant_rows(finals: list[dict[str, Any]], aggregates: list[dict[str, Any]],
         row["reference"] = reference
         row["agreement_heldout"] = _mean([r["agreement_heldout"] for r in sel])
         row["kl_heldout"] = _mean([r["kl_heldout"] for r in sel])
-        row["entropy_ratio"] = _mean([r["student_entropy"] / r["target_entropy"] for r in sel if r["target_entropy"] > 0])
+        row["entropy_ratio"] = _mean([r["student_entropy"] / r["target_entropy"] for r in sel
+                                      if r["target_entropy"] > 0])
         per_seed = [np.mean([r["aggregate_score"] for r in sel if r["seed"] == s and r["game"] in usable])
                     for s in mine if any(r["seed"] == s and r["game"] in usable for r in sel)]
         row["seed_spread"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else NAN
