@@ -7,34 +7,17 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from amn import study_losses, study_plots
+from amn import study_losses
 from amn.errors import UsageError
 from amn.study import plan, read_perf, read_series, seeds_text
 from amn.study_config import load_study, run_slug
 from amn.study_report import aggregate_rows, final_rows, score_matrices
-
-REPO = Path(__file__).resolve().parents[1]
-EXPERTS = {"Pong": [19.3], "Breakout": [59.7]}  # random: Pong -20.7, Breakout 1.7 (amn.evaluation.HUMAN_RANDOM)
-SET = {"games": [{"game": "Pong", "expert": "pong"}], "total_agent_steps": 800, "eval_every_agent_steps": 400,
-       "eval_episodes": 1}
-
-
-def write_study(tmp_path: Path, **changes) -> Path:
-    """A study file in ``tmp_path`` (absolute paths, nothing trained); ``changes`` replace top-level keys."""
-    data = {"name": "tiny", "base": str(REPO / "configs" / "default.yaml"), "set": dict(SET), "seeds": [0, 1],
-            "bootstrap_reps": 200, "out": str(tmp_path / "out"), "runs_dir": str(tmp_path / "runs"),
-            "variants": {"ce": {"loss": "ce", "seeds": [0, 1, 2]}, "noel-m": {"loss": "noel-m"},
-                         "cos": {"loss": "cos", "seeds": [1, 5]}}}
-    data.update(changes)
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({k: v for k, v in data.items() if v is not None}, sort_keys=False))
-    return path
+from study_records import EXPERTS, REPO, SEEDS, record, unequal_records, write_study
 
 
 # -- per-variant seeds -----------------------------------------------------------------------
@@ -88,32 +71,6 @@ def test_variant_names_with_options_make_safe_run_directory_names(tmp_path):
     with pytest.raises(UsageError, match="variant name 'a b'"):
         load_study(write_study(tmp_path, variants={"ce": {"loss": "ce"}, "a b": {"loss": "ce"}}))
 
-
-# -- records and tables ------------------------------------------------------------------------
-
-
-def record(variant: str, seed: int, returns: dict[str, float], *, update_ms: list[float] = (),
-           diag_rows: bool = True, failure: dict | None = None, entropies: bool = True) -> dict:
-    """A hand-made run record: one evaluation at 400 agent steps per game, held-out numbers at 400."""
-    evaluations = [] if failure else [{"agent_steps": 400, "game": g, "return_mean": r, "return_std": 0.0,
-                                       "episodes": 1, "returns": [r]} for g, r in returns.items()]
-    series = {g: {**({"loss_diag/rows": [[200, 16.0], [400, 16.0]]} if diag_rows else {}),
-                  "mimic/agreement_heldout": [[400, 0.5 + 0.1 * seed]], "mimic/kl_heldout": [[400, 1.0 + seed]],
-                  **({"student_entropy": [[400, 0.8 + 0.1 * seed]], "target_entropy": [[400, 1.0]]} if entropies else {})}
-              for g in returns}
-    perf = {"update_ms": [[200 * (i + 1), ms] for i, ms in enumerate(update_ms)]} if update_ms else {}
-    return {"variant": variant, "seed": seed, "tuning": False, "games": list(returns),
-            "status": "nonfinite" if failure else "ok", "agent_steps": failure["step"] if failure else 400,
-            "failure": failure, "config": {}, "evaluations": evaluations, "series": series, "perf": perf}
-
-
-SEEDS = {"ce": [0, 1, 2], "noel-m": [0, 1], "cos": [0, 1]}
-
-
-def unequal_records() -> list[dict]:
-    rng = np.random.default_rng(3)
-    return [record(v, s, {"Pong": float(rng.uniform(-20, 19)), "Breakout": float(rng.uniform(2, 60))},
-                   update_ms=[10.0 + s, 12.0 + s]) for v, seeds in SEEDS.items() for s in seeds]
 
 
 def test_aggregates_with_unequal_runs_equal_rliable_called_directly():
@@ -294,93 +251,6 @@ def test_losses_yaml_lists_every_registered_loss_once_with_its_default_or_stated
                                                                           "logit_scale": "auto"}
 
 
-# -- figures ---------------------------------------------------------------------------------
-
-
-def _variant_colours_drawn(fig, variants: list[str]) -> dict[str, set[tuple]]:
-    """Per variant, the colours of the lines and bars labelled with its name in ``fig``."""
-    from matplotlib.colors import to_rgba
-
-    out: dict[str, set[tuple]] = {}
-    for ax in fig.axes:
-        for line in ax.get_lines():
-            if line.get_label() in variants:
-                out.setdefault(line.get_label(), set()).add(to_rgba(line.get_color()))
-        for container in ax.containers:
-            if container.get_label() in variants:
-                out.setdefault(container.get_label(), set()).update(
-                    to_rgba(p.get_facecolor()) for p in container.patches)
-    return out
-
-
-def test_every_figure_draws_a_variant_in_the_same_colour_and_the_pngs_decode(tmp_path, monkeypatch):
-    import matplotlib.image as mpimg
-
-    from amn.study_report import curve_rows
-
-    variants = ["ce", "noel-m", "cos"]
-    colours = study_plots.variant_colours(["extra", *variants])  # the config's order, one not reported
-    assert len(set(study_plots.variant_colours([f"v{i}" for i in range(20)]).values())) == 20
-    # noel-m logs no normaliser rows: cos must keep its own colour there (it took noel-m's before)
-    records = [r | {"series": {g: {k: x for k, x in s.items() if k != "loss_diag/rows"}
-                               for g, s in r["series"].items()}} if r["variant"] == "noel-m" else r
-               for r in unequal_records()]
-    figures, real_save = [], study_plots._save
-    monkeypatch.setattr(study_plots, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1])
-    curves = [row for r in records for row in curve_rows(r)]
-    study_plots.plot_returns(curves, variants, EXPERTS, tmp_path / "returns.png", colours)
-    study_plots.plot_normaliser(curves, variants, tmp_path / "normaliser.png", colours)
-    study_plots.plot_mimicry(records, variants, list(EXPERTS), tmp_path / "mimicry.png", colours)
-    finals = final_rows(records, EXPERTS)
-    agg = aggregate_rows(finals, variants, SEEDS, EXPERTS, "ce", 200)
-    section, written = study_losses.write_variant_outputs(
-        tmp_path, finals, agg, variants, SEEDS, {v: (v, {}) for v in variants}, EXPERTS, "ce", 200, colours)
-    assert [p.name for p in written] == ["profile.png", "game_bars.png", "sharpness.png"]
-    assert section[0] == "## Per variant (loss)" and len(figures) == 6
-    for fig in figures:
-        drawn = _variant_colours_drawn(fig, variants)
-        assert drawn, fig
-        for v, seen in drawn.items():
-            assert seen == {colours[v]}, (v, seen)
-    assert set(_variant_colours_drawn(figures[1], variants)) == {"ce", "cos"}  # noel-m has nothing to draw there
-    for name in ("returns", "normaliser", "mimicry", "profile", "game_bars", "sharpness"):
-        image = mpimg.imread(tmp_path / f"{name}.png")
-        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
-    assert (tmp_path / "variants.csv").read_text().splitlines()[0].split(",") == \
-        study_losses.variant_columns(list(EXPERTS))
-
-
-def test_the_report_step_writes_the_variant_table_and_figures_with_per_variant_seeds(tmp_path):
-    import csv
-
-    import matplotlib.image as mpimg
-
-    from amn.study import write_report
-    from amn.study_report import AGGREGATE_COLUMNS, FINAL_COLUMNS
-
-    study = load_study(write_study(tmp_path))
-    variants = list(study.variants)
-    records = [record(v, s, {"Pong": float(s - v.count("o"))}, update_ms=[5.0 + s])
-               for v in variants for s in study.seeds_of(v)]
-    text = write_report(study, variants, records, {"Pong": [19.3]}, study.run_config("ce", 0))
-    out = tmp_path / "out"
-    with (out / "variants.csv").open() as f:
-        table = {r["variant"]: r for r in csv.DictReader(f)}
-    assert [table[v]["seeds"] for v in variants] == ["0 1 2", "0 1", "1 5"]
-    assert [table[v]["proper"] for v in variants] == ["True", "False", "False"]
-    assert table["noel-m"]["update_ms"] == "5.5" and table["cos"]["update_ms"] == "8.0"
-    with (out / "aggregate.csv").open() as f:
-        agg = list(csv.DictReader(f))
-    assert list(agg[0]) == AGGREGATE_COLUMNS and [a["runs"] for a in agg] == ["3", "2", "2"]
-    with (out / "final.csv").open() as f:
-        assert next(csv.reader(f)) == FINAL_COLUMNS
-    for name in ("profile.png", "game_bars.png", "sharpness.png", "returns.png"):
-        assert mpimg.imread(out / name).size > 0 and f"]({name})" in text
-    assert "seeds [0, 1] (`ce`: 3 seeds [0, 1, 2]; `cos`: 2 seeds [1, 5])" in text
-    assert "## Per variant (loss)" in text and "| ms / update |" in text
-    assert text == (out / "summary.md").read_text()
-
-
 def test_per_game_intervals_are_rliable_s_stratified_bootstrap_of_the_mean_over_seeds():
     from rliable import library
 
@@ -403,28 +273,3 @@ def test_probability_of_improvement_with_unequal_runs_by_hand():
     assert out["x"]["poi"] == pytest.approx(4 / 6)
     # with 2 or 3 runs a quarter of them rounds down to none: the IQM is the plain mean
     assert out["ref"]["iqm"] == pytest.approx(1.3 / 3) and out["x"]["iqm"] == pytest.approx(0.5)
-
-
-def test_sharpness_plot_puts_each_loss_at_its_entropy_ratio_and_iqm_and_shares_a_label_at_one_point(tmp_path):
-    import matplotlib.image as mpimg
-
-    def row(v: str, ratio: float, iqm: float, proper: bool) -> dict:
-        return {"variant": v, "entropy_ratio": ratio, "iqm": iqm, "iqm_lo": iqm - 0.1, "iqm_hi": iqm + 0.1,
-                "proper": proper}
-
-    rows = [row("ce", 1.02, 0.8, True), row("squentropy", 0.6, 0.5, False), row("circle", 0.0, -0.01, False),
-            row("cos", 0.0, -0.01, False), row("noel-m", float("nan"), 0.2, False)]  # no entropy logged: left out
-    colours = study_plots.variant_colours([r["variant"] for r in rows])
-    figures, real_save = [], study_plots._save
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(study_plots, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1])
-        assert study_plots.plot_sharpness(rows, colours, "ce", tmp_path / "sharpness.png") == tmp_path / "sharpness.png"
-    ax = figures[0].axes[0]
-    points = {line.get_label(): (line.get_xdata()[0], line.get_ydata()[0], line.get_marker())
-              for line in ax.get_lines() if line.get_label() in colours}
-    assert points == {"ce": (1.02, 0.8, "o"), "squentropy": (0.6, 0.5, "^"), "circle": (0.0, -0.01, "^"),
-                      "cos": (0.0, -0.01, "^")}
-    assert sorted(t.get_text() for t in ax.texts) == ["ce", "circle, cos", "squentropy"]
-    assert mpimg.imread(tmp_path / "sharpness.png").shape[0] > 100
-    assert study_plots.plot_sharpness(rows[-1:], colours, "ce", tmp_path / "none.png") is None
-    assert not (tmp_path / "none.png").exists()
