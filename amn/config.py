@@ -118,8 +118,9 @@ class TrainConfig:
     # (measured with scripts/bench_trainer.py); 0 = torch's default.
     torch_threads: int = 1
     # Run each update on a second thread while this one acts, steps the games and labels: on two
-    # cores the student's backward and the experts' forwards run side by side. The same algorithm
-    # and the same numbers as False (amn/trainer.py says why); False runs them one after the other.
+    # cores the student's backward and the experts' forwards run side by side, and the next update
+    # is queued behind the one in flight. The same algorithm and the same numbers as False
+    # (amn/overlap.py says why); False runs them one after the other.
     overlap_update: bool = True
     # With overlap_update, the update thread gets a core of its own (amn/threads.py; Linux,
     # single process, >= 2 cores): +8-14 % agent steps/s on 2 cores.

@@ -30,12 +30,10 @@ on the CPU (``map_location="cpu"``), so a GPU run resumes or evaluates anywhere.
 
 from __future__ import annotations
 
-import copy
 import json
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +50,7 @@ from amn.config import TrainConfig, save_config
 from amn.errors import NonFiniteLoss, UsageError  # noqa: F401  (NonFiniteLoss: amn.trainer.NonFiniteLoss, as before)
 from amn.heap import keep_freed_memory
 from amn.learner import Learner, build_student, make_loss
+from amn.overlap import UpdateThread
 from amn.precision import describe, resolve_precision
 from amn.replay import GameReplay
 from amn.student import FEATURE_DIM, Student
@@ -212,23 +211,29 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
     mimicked_at = counters["agent_steps"] // cfg.mimicry_every_agent_steps if cfg.mimicry_every_agent_steps else 0
     latest_return = {g: float("nan") for g in games}
     status = "finished"
+
+    def quiet_until_next_step(step: int) -> bool:
+        """Whether nothing from the end of the step that ends at agent step ``step`` until the next
+        step begins reads the student, the optimiser or the logged scalars (a log point, an
+        evaluation, a checkpoint, the end) or talks to other ranks: then the next step's update may
+        be queued behind this one. A signal or the clock can still come after this; the loop then
+        acts on it one step later."""
+        now = time.monotonic()
+        return not (ddp.enabled or step >= cfg.total_agent_steps or signals.requested
+                    or step - last_log_steps >= cfg.log_every_agent_steps
+                    or (cfg.eval_every_agent_steps > 0 and step // cfg.eval_every_agent_steps > evaluated_at)
+                    or now - last_ckpt >= 60 * cfg.checkpoint_minutes
+                    or (cfg.max_minutes > 0 and now - started >= 60 * cfg.max_minutes))
+
     # cfg.overlap_update: each step's updates run on a second thread while this one acts, steps the
-    # games and labels (two cores: the student's backward beside the experts' forwards). The numbers
-    # stay those of the sequential loop, whatever the thread timing: the minibatches are drawn before
-    # the step stores anything, and the student acts through `actor`, a copy of its weights from
-    # before the update. Without overlap, `actor` is the student and the update follows the step.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amn-update",
-                              initializer=cores.update_thread_initializer(cfg.torch_threads)) if cfg.overlap_update else None
-    actor = copy.deepcopy(student) if pool else student
-    if pool and cfg.precision == "bfloat16":
-        # Acting runs under autocast, which casts every float32 weight to bfloat16 at every forward;
-        # stored in bfloat16 (the same round-to-nearest-even cast, once per update), the actor computes
-        # the same logits bit for bit and reads half the bytes.
-        actor.to(torch.bfloat16)
-    # The weights' refresh after each update, tensor by tensor: 0.17 ms for the 4-game student on one
-    # core of the AMD EPYC, against 0.31 ms for load_state_dict, whose Python walks every key (and it
-    # is serial time: neither thread does anything else meanwhile).
-    mirror = list(zip([*actor.parameters(), *actor.buffers()], [*student.parameters(), *student.buffers()], strict=True))
+    # games and labels (two cores: the student's backward beside the experts' forwards), and the next
+    # step's are queued behind them when nothing reads the student in between (amn/overlap.py). The
+    # numbers stay those of the sequential loop, whatever the thread timing: the minibatches are drawn
+    # before the step stores anything, and the student acts through `updates.actor`, a copy of its
+    # weights from before the update. Without overlap the student acts, and the update follows the step.
+    updates = UpdateThread(learner.update_all, student, cfg.precision,
+                           cores.update_thread_initializer(cfg.torch_threads)) if cfg.overlap_update else None
+    queued: list = []  # this step's minibatches when their updates were queued during the last step
     bar = tqdm(total=cfg.total_agent_steps, initial=counters["agent_steps"], unit="step", unit_scale=True,
                dynamic_ncols=True, disable=not progress or not ddp.is_main, desc=cfg.name, mininterval=1.0)
     signals = StopSignals()  # from here until the final checkpoint is written, a signal only sets a flag
@@ -239,19 +244,26 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
             # The updates due with this step. Their minibatches are drawn before this step's states
             # are stored, so the update may run while the games step.
             step = counters["agent_steps"] + per_lockstep
-            batches = early.pop()[0] if early else minibatches(counters["agent_steps"])
-            update = pool.submit(learner.update_all, batches, step) if pool and batches else None
-            finished = collector.step(actor, epsilon, rng)  # act, step the games, label, store
-            if update is not None:
+            if queued:
+                batches, queued = queued, []
+            else:
+                batches = early.pop()[0] if early else minibatches(counters["agent_steps"])
+                if updates is not None and batches:
+                    updates.submit(batches, step)
+            finished = collector.step(updates.actor if updates else student, epsilon, rng)  # act, step, label, store
+            if updates is not None and updates.in_flight:
                 # The next step's minibatches while the update runs, not after it, when both threads
                 # would wait for them (0.3-0.6 ms a step): this step's states are stored, and this draw
                 # is the rng's next use in the sequential loop too.
                 before = rng.bit_generator.state
-                early.append((minibatches(step), before))
-                update.result()  # re-raises NonFiniteLoss from the update thread
-                with torch.no_grad():
-                    for mine, theirs in mirror:
-                        mine.copy_(theirs)
+                upcoming = minibatches(step)
+                if upcoming and quiet_until_next_step(step):
+                    # Queued now, the update thread goes from this update straight to the next.
+                    updates.submit(upcoming, step + per_lockstep)
+                    queued = upcoming
+                else:
+                    early.append((upcoming, before))
+                updates.wait()  # this step's updates; re-raises NonFiniteLoss from the update thread
             elif batches:
                 learner.update_all(batches, step)
             counters["updates"] += len(batches)
@@ -298,6 +310,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
                     [len(finished), int(stop), int(checkpoint_due and ddp.is_main),
                      int(out_of_time and ddp.is_main)])
                 counters["episodes"] += all_episodes - len(finished)
+            if queued and (stop or checkpoint_due or out_of_time):
+                continue  # they came after the next update was queued: the next step queues none, and acts on them
             if stop:  # Ctrl-C/SIGTERM: this step is complete; the final checkpoint below covers it
                 status = "interrupted"
                 break
@@ -314,8 +328,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
         signals.restore()
         raise
     finally:
-        if pool is not None:  # in the loop every update's result is collected; this is for other errors
-            pool.shutdown(wait=True)
+        if updates is not None:  # in the loop every update's result is collected; this is for other errors
+            updates.close()
         bar.close()
         collector.close()
         cores.restore_main()

@@ -219,34 +219,53 @@ def test_non_finite_loss_stops_with_step_and_game_and_keeps_checkpoint(tmp_path,
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path, precision):
+def test_overlapped_update_gives_the_same_run_as_sequential(tmp_path, monkeypatch, precision):
     """The update thread changes timing only: the same student, optimiser state and counters. In
     bfloat16 the overlapped loop acts through a bfloat16 copy of the weights, the sequential one
-    through the float32 student under autocast (emulated where the CPU has no bfloat16 units)."""
+    through the float32 student under autocast (emulated where the CPU has no bfloat16 units).
+    Two overlapped runs: one queues the next step's update behind the one in flight (between log
+    points), the other checkpoints at every step, so it queues none and draws every step's
+    minibatches early, puts the rng back for the checkpoint and draws them again."""
+    from amn.overlap import UpdateThread
     from amn.trainer import train
 
+    queued_behind = []  # per submit: whether an update was in flight then
+    real_submit = UpdateThread.submit
+
+    def submit(self, minibatches, step):
+        queued_behind.append(bool(self.in_flight))
+        real_submit(self, minibatches, step)
+
+    monkeypatch.setattr(UpdateThread, "submit", submit)
     ckpts = {}
-    for overlap in (True, False):
-        run = tmp_path / f"overlap-{overlap}"
-        # 4 envs: an update at every lockstep step, so every step draws its successor's minibatches early;
-        # the overlapped run also checkpoints at every step, which puts the rng back and draws them again.
-        cfg = tiny_config("total_agent_steps=600", "envs_per_game=4", f"overlap_update={str(overlap).lower()}",
-                          f"precision={precision}", f"checkpoint_minutes={1e-9 if overlap else 5}")
+    for mode, overrides in {"sequential": ["overlap_update=false"], "queued": ["overlap_update=true"],
+                            "checkpoint-every-step": ["overlap_update=true", "checkpoint_minutes=1e-9"]}.items():
+        run = tmp_path / mode
+        queued_behind.clear()
+        # 4 envs: an update at every lockstep step, so every step draws or queues its successor's.
+        cfg = tiny_config("total_agent_steps=600", "envs_per_game=4", f"precision={precision}", *overrides)
         train(cfg, run, progress=False, evaluate=False)
-        ckpts[overlap] = torch.load(run / "checkpoint.pt", weights_only=True)
-    threaded, sequential = ckpts[True], ckpts[False]
-    assert threaded["counters"] == sequential["counters"] and threaded["counters"]["updates"] > 100
-    for name, tensor in sequential["student"].items():
-        assert torch.equal(threaded["student"][name], tensor), name
-    assert torch.equal(threaded["optimizer"]["state"][0]["exp_avg_sq"], sequential["optimizer"]["state"][0]["exp_avg_sq"])
-    # The overlapped loop draws the next step's minibatches early; its checkpoint has the rng from before them.
-    assert threaded["rng"]["numpy"] == sequential["rng"]["numpy"]
-    assert torch.equal(threaded["rng"]["torch"], sequential["rng"]["torch"])
+        ckpts[mode] = torch.load(run / "checkpoint.pt", weights_only=True)
+        if mode == "queued":  # log points every 25 steps and the last step queue nothing
+            assert sum(queued_behind) > 0.8 * len(queued_behind) > 80, queued_behind
+        if mode == "checkpoint-every-step":
+            assert queued_behind and not any(queued_behind)
+    sequential = ckpts.pop("sequential")
+    assert sequential["counters"]["updates"] > 100
+    for mode, threaded in ckpts.items():
+        assert threaded["counters"] == sequential["counters"], mode
+        for name, tensor in sequential["student"].items():
+            assert torch.equal(threaded["student"][name], tensor), (mode, name)
+        for i, state in sequential["optimizer"]["state"].items():
+            assert all(torch.equal(threaded["optimizer"]["state"][i][k], v) for k, v in state.items()), (mode, i)
+        # The overlapped loop draws the next step's minibatches early; its checkpoint has the rng from before them.
+        assert threaded["rng"]["numpy"] == sequential["rng"]["numpy"], mode
+        assert torch.equal(threaded["rng"]["torch"], sequential["rng"]["torch"]), mode
     from amn.student import Student
 
     torch.manual_seed(cfg.seed)  # the trainer's initial student: the updates did move it
     initial = Student(1).state_dict()
-    assert all(not torch.equal(initial[k], threaded["student"][k]) for k in ("trunk.0.weight", "heads.0.weight"))
+    assert all(not torch.equal(initial[k], sequential["student"][k]) for k in ("trunk.0.weight", "heads.0.weight"))
 
 
 def _good_run(run: Path) -> str:
