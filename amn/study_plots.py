@@ -203,6 +203,26 @@ def plot_game_bars(games: list[str], intervals: dict[str, tuple[np.ndarray, np.n
     return _save(fig, path)
 
 
+def _annotate_apart(fig, ax, labels: dict[tuple[float, float], list[str]]) -> None:
+    """Each point's names beside it, moved down in 9-point steps (at most 8) until the text overlaps
+    no label placed before it; from the top of the plot down, so the highest point keeps its place."""
+    # The final limits and layout (_save's tight_layout moves the axes), so the text's place on the
+    # canvas is where it ends up.
+    ax.autoscale_view()
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for (x, y), names in sorted(labels.items(), key=lambda item: (-item[0][1], item[0][0])):
+        for step in range(9):
+            text = ax.annotate(", ".join(names), (x, y), xytext=(6, 4 - 9 * step), textcoords="offset points",
+                               fontsize=7)
+            box = text.get_window_extent(renderer)
+            if step == 8 or not any(box.overlaps(other) for other in placed):
+                break
+            text.remove()
+        placed.append(box)
+
+
 def plot_sharpness(rows: list[dict[str, Any]], colours: dict[str, Colour], reference: str, path: Path) -> Path | None:
     """Does a sharper or flatter student play better? Per variant, the IQM of expert-normalised scores
     (95 % CI whisker) against its student's entropy ÷ its expert's (1 = as soft as the expert, < 1
@@ -224,8 +244,7 @@ def plot_sharpness(rows: list[dict[str, Any]], colours: dict[str, Colour], refer
         ax.errorbar([x], [y], yerr=err, fmt="none", capsize=3, color=colours[r["variant"]])
         ax.plot([x], [y], "o" if r["proper"] else "^", ms=8, color=colours[r["variant"]], label=r["variant"])
         labels.setdefault((round(x, 2), round(y, 2)), []).append(r["variant"])
-    for (x, y), names in labels.items():
-        ax.annotate(", ".join(names), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=7)
+    _annotate_apart(fig, ax, labels)
     # The legend explains the marks; the points carry their names (their lines' labels, for the colours).
     keys = [ax.axvline(1.0, color="k", ls="--", lw=1, label="as soft as the expert")]
     ref = next((r for r in shown if r["variant"] == reference), None)

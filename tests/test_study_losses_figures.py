@@ -121,3 +121,24 @@ def test_sharpness_plot_puts_each_loss_at_its_entropy_ratio_and_iqm_and_shares_a
     assert mpimg.imread(tmp_path / "sharpness.png").shape[0] > 100
     assert study_plots.plot_sharpness(rows[-1:], colours, "ce", tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_sharpness_labels_of_nearby_points_do_not_overlap(tmp_path):
+    """ce and mse-logits sat 0.01 apart in the losses study: their names are moved apart, not printed over each other."""
+    rows = [{"variant": v, "entropy_ratio": x, "iqm": y, "iqm_lo": y - 0.08, "iqm_hi": y + 0.08, "proper": True}
+            for v, x, y in [("ce", 1.03, 0.743), ("mse-logits", 1.04, 0.739), ("squentropy-soft", 1.05, 0.745),
+                            ("cc", 0.96, 0.84), ("circle", 0.0, -0.01)]]
+    figures, real_save = [], study_plots._save
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(study_plots, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1])
+        study_plots.plot_sharpness(rows, study_plots.variant_colours([r["variant"] for r in rows]), "ce",
+                                   tmp_path / "sharpness.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()  # _save closed the figure, which took its canvas
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in fig.axes[0].texts}
+    assert set(boxes) == {r["variant"] for r in rows}
+    names = sorted(boxes)
+    overlapping = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if boxes[a].overlaps(boxes[b])]
+    assert not overlapping
