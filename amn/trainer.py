@@ -267,6 +267,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bo
             elif batches:
                 learner.update_all(batches, step)
             counters["updates"] += len(batches)
+            # A queued update may be logging meanwhile, but into other tags: no two += touch one entry.
             for g, ret, length in finished:
                 counters["episodes"] += 1
                 latest_return[games[g]] = ret
