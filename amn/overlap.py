@@ -55,7 +55,6 @@ class UpdateThread:
         sources = [*student.parameters(), *student.buffers()]
         self.mirrors = [list(zip([*a.parameters(), *a.buffers()], sources, strict=True)) for a in self.actors]
         self.acting = 0  # the actor the games act with
-        self.last_target = 0  # the actor the last submitted update publishes into (acting, before any)
         self.in_flight: deque[tuple[Future, int]] = deque()  # (update, its actor), oldest first
         self.failed = False  # an update raised: the ones queued behind it do nothing
 
@@ -66,8 +65,8 @@ class UpdateThread:
 
     def submit(self, minibatches: list, step: int) -> None:
         """Queue the updates due at agent step ``step``; they publish into the other actor."""
-        target = 1 - self.last_target
-        self.last_target = target
+        # The other actor than the last submitted update's (all waited for: the one acting).
+        target = 1 - (self.in_flight[-1][1] if self.in_flight else self.acting)
         self.in_flight.append((self.pool.submit(self._run, minibatches, step, target), target))
 
     def _run(self, minibatches: list, step: int, target: int) -> None:

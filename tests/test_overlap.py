@@ -15,11 +15,9 @@ from torch import nn
 from amn.overlap import UpdateThread
 
 
-def stand_in(student: nn.Linear, ran: list[int], delay: float = 0.02, fail_at: int | None = None):
+def stand_in(student: nn.Linear, ran: list[int], delay: float = 0.02):
     def update_all(minibatches: list, step: int) -> None:
         time.sleep(delay)  # long enough that the next update is queued before this one ends
-        if step == fail_at:
-            raise RuntimeError(f"update {step} failed")
         with torch.no_grad():
             student.weight.fill_(float(step))
         ran.append(step)
